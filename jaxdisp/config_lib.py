@@ -1,0 +1,171 @@
+"""The configuration schema: every key, its default, and the checks a config must pass.
+
+Config files in ``configs/`` start from :func:`base_config` (the paper's protocol) and change what
+differs, so every experiment has the full set of keys with the right types. ``ml_collections``
+rejects unknown keys and wrong types given on the command line; :func:`validate` rejects unknown
+keys added by a config file and values that are out of range, each with a one-line message.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from jaxdisp.errors import ConfigError
+
+STRATEGIES = ('dispersion', 'random', 'entropy', 'margin', 'least_confidence', 'bald', 'coreset')
+SOURCES = ('synthetic', 'folder', 'tfds')
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """The paper's protocol (CIFAR-10, ResNet18, 100 epochs, 5k + 5 x 2.5k labels)."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.strategy = 'dispersion'
+  c.num_devices = 0  # 0 = all local devices; the data-parallel mesh has this many.
+
+  c.dataset = ml_collections.ConfigDict()
+  c.dataset.source = 'tfds'  # tfds | folder | synthetic
+  c.dataset.name = 'cifar10'
+  c.dataset.root = ''  # folder source: <root>/<split>/<class>/*.jpg
+  c.dataset.data_dir = ''  # tfds source: '' = tfds default
+  c.dataset.cache_dir = ''  # decoded folder cache: '' = $JAXDISP_CACHE_DIR or ~/.cache/jaxdisp
+  c.dataset.train_split = 'train'
+  c.dataset.test_split = 'test'
+  # synthetic source only
+  c.dataset.num_train = 5000
+  c.dataset.num_test = 1000
+  c.dataset.num_classes = 10
+  c.dataset.image_size = 32
+  c.dataset.data_seed = 0
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = 'resnet18'  # resnet18 | small_cnn
+  c.model.width = 64  # channels of the first stage
+  c.model.dtype = 'float32'  # compute dtype; bfloat16 on TPU/GPU, params stay float32
+  c.model.dropout = 0.0  # before the classifier; bald needs > 0
+
+  c.train = ml_collections.ConfigDict()
+  c.train.epochs = 100
+  c.train.batch_size = 256  # global batch, split over devices
+  c.train.learning_rate = 0.02
+  c.train.momentum = 0.9
+  c.train.nesterov = True
+  c.train.weight_decay = 5e-4
+  c.train.lr_milestones = (0.6, 0.8)  # fractions of train.epochs (epochs 60 and 80 of 100)
+  c.train.lr_gamma = 0.5
+  c.train.augment = True  # random crop (pad 4) + horizontal flip
+  c.train.eval_batch_size = 1024  # pool scoring and test evaluation
+
+  c.al = ml_collections.ConfigDict()
+  c.al.initial_size = 5000
+  c.al.budget = 2500  # labels queried per round
+  c.al.rounds = 5  # query rounds; rounds + 1 models are trained (round 0 .. rounds)
+  c.al.pool_subset = 0  # 0 = score the whole unlabeled pool; else a keyed random subset per round
+
+  c.dispersion = ml_collections.ConfigDict()
+  c.dispersion.record_every = 1  # record pool predictions every k-th epoch
+  c.dispersion.record_from_epoch = 0  # skip recording before this epoch (burn-in)
+  c.dispersion.mode_last_k = 0  # authors' quirk: take the mode over the last k recorded epochs (0 = all)
+  c.dispersion.denominator = 'T'  # 'T' (clean) or 'T+1' (authors' off-by-one)
+  c.dispersion.augmented_views = False  # authors' quirk: record predictions on augmented views
+  c.dispersion.tie_break = 'random'  # random (keyed) | entropy | margin: order among equal scores
+  c.dispersion.record_always = False  # also record the history for baseline strategies
+
+  c.bald = ml_collections.ConfigDict()
+  c.bald.mc_samples = 10  # Monte-Carlo dropout passes (over the head)
+
+  c.checkpoint = ml_collections.ConfigDict()
+  c.checkpoint.every_epochs = 5  # in-round training checkpoint interval
+
+  c.log = ml_collections.ConfigDict()
+  c.log.progress_seconds = 30.0  # progress line interval
+  return c
+
+
+def _walk(cfg, prefix=''):
+  for key, value in cfg.items():
+    name = f'{prefix}{key}'
+    if isinstance(value, ml_collections.ConfigDict):
+      yield from _walk(value, name + '.')
+    else:
+      yield name, value
+
+
+def _flat(cfg) -> dict:
+  return dict(_walk(cfg))
+
+
+def validate(cfg) -> None:
+  """Raises ConfigError (one line) for unknown keys or out-of-range values."""
+  reference = _flat(base_config())
+  given = _flat(cfg)
+  unknown = sorted(set(given) - set(reference))
+  if unknown:
+    raise ConfigError(f'unknown config key(s): {", ".join(unknown)}')
+  missing = sorted(set(reference) - set(given))
+  if missing:
+    raise ConfigError(f'config is missing key(s): {", ".join(missing)} '
+                      '(start config files from jaxdisp.config_lib.base_config())')
+  for name, value in given.items():
+    want = type(reference[name])
+    ok = isinstance(value, want) or (want is float and isinstance(value, int)) or (
+        want is tuple and isinstance(value, list))
+    if not ok or (want is int and isinstance(value, bool)):
+      raise ConfigError(f'{name}={value!r} should be of type {want.__name__}')
+
+  def check(cond, msg):
+    if not cond:
+      raise ConfigError(msg)
+
+  check(cfg.strategy in STRATEGIES, f'strategy={cfg.strategy!r} is not one of {list(STRATEGIES)}')
+  check(cfg.dataset.source in SOURCES,
+        f'dataset.source={cfg.dataset.source!r} is not one of {list(SOURCES)}')
+  check(cfg.dataset.source != 'folder' or cfg.dataset.root,
+        'dataset.source=folder needs --config.dataset.root=<folder with train/ and test/>')
+  check(cfg.num_devices >= 0, f'num_devices={cfg.num_devices} must be >= 0 (0 = all)')
+  check(cfg.model.width > 0, f'model.width={cfg.model.width} must be positive')
+  check(0.0 <= cfg.model.dropout < 1.0, f'model.dropout={cfg.model.dropout} must be in [0, 1)')
+  t = cfg.train
+  check(t.epochs > 0, f'train.epochs={t.epochs} must be positive')
+  check(t.batch_size > 0, f'train.batch_size={t.batch_size} must be positive')
+  check(t.eval_batch_size > 0, f'train.eval_batch_size={t.eval_batch_size} must be positive')
+  check(t.learning_rate > 0, f'train.learning_rate={t.learning_rate} must be positive')
+  check(0.0 <= t.momentum < 1.0, f'train.momentum={t.momentum} must be in [0, 1)')
+  check(t.weight_decay >= 0, f'train.weight_decay={t.weight_decay} must be >= 0')
+  check(all(0.0 < m <= 1.0 for m in t.lr_milestones),
+        f'train.lr_milestones={tuple(t.lr_milestones)} must be fractions of train.epochs in (0, 1]')
+  check(t.lr_gamma > 0, f'train.lr_gamma={t.lr_gamma} must be positive')
+  a = cfg.al
+  check(a.initial_size > 0, f'al.initial_size={a.initial_size} must be positive')
+  check(a.budget > 0, f'al.budget={a.budget} must be positive')
+  check(a.rounds >= 0, f'al.rounds={a.rounds} must be >= 0')
+  check(a.pool_subset >= 0, f'al.pool_subset={a.pool_subset} must be >= 0 (0 = whole pool)')
+  check(a.pool_subset == 0 or a.pool_subset >= a.budget,
+        f'al.pool_subset={a.pool_subset} is smaller than al.budget={a.budget}')
+  d = cfg.dispersion
+  check(d.record_every > 0, f'dispersion.record_every={d.record_every} must be positive')
+  check(0 <= d.record_from_epoch < t.epochs,
+        f'dispersion.record_from_epoch={d.record_from_epoch} must be in [0, train.epochs={t.epochs})')
+  check(d.mode_last_k >= 0, f'dispersion.mode_last_k={d.mode_last_k} must be >= 0 (0 = all)')
+  check(d.denominator in ('T', 'T+1'), f"dispersion.denominator={d.denominator!r} must be 'T' or 'T+1'")
+  check(d.tie_break in ('random', 'entropy', 'margin'),
+        f"dispersion.tie_break={d.tie_break!r} must be 'random', 'entropy' or 'margin'")
+  check(cfg.bald.mc_samples >= 2, f'bald.mc_samples={cfg.bald.mc_samples} must be >= 2')
+  check(cfg.strategy != 'bald' or cfg.model.dropout > 0,
+        'strategy=bald needs Monte-Carlo dropout: set --config.model.dropout to e.g. 0.3')
+  check(cfg.checkpoint.every_epochs > 0,
+        f'checkpoint.every_epochs={cfg.checkpoint.every_epochs} must be positive')
+
+
+def validate_against_data(cfg, num_train: int, num_classes: int) -> None:
+  """Checks that need the dataset's size: the label budget must fit in the training set."""
+  a = cfg.al
+  needed = a.initial_size + a.budget * a.rounds
+  if a.initial_size >= num_train:
+    raise ConfigError(f'al.initial_size={a.initial_size} leaves no unlabeled pool in a training '
+                      f'set of {num_train} samples')
+  if needed > num_train:
+    raise ConfigError(f'al.initial_size + al.budget * al.rounds = {needed} exceeds the '
+                      f'{num_train} training samples: lower al.budget or al.rounds')
+  if num_classes < 2:
+    raise ConfigError(f'the dataset has {num_classes} class(es); need at least 2')

@@ -1,0 +1,133 @@
+r"""Runs a label-dispersion active-learning experiment.
+
+  python -m jaxdisp.main --config configs/demo.py --workdir /tmp/demo
+  python -m jaxdisp.main --config configs/cifar10.py --workdir /tmp/c10 \
+      --config.dataset.source=folder --config.dataset.root=../shared/datasets/cifar10-jpg
+
+Rerunning the same command on the same ``--workdir`` resumes where it stopped (mid-round
+included); on a finished workdir it prints the summary and exits 0. A bad input prints one
+``error: ...`` line and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from jaxdisp.errors import JaxdispError
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file (configs/*.py).',
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Output/checkpoint directory '
+                               '(default: workdirs/<dataset>-<strategy>-seed<seed>).')
+flags.mark_flags_as_required(['config'])
+
+# Keys that may change between a run and its resumption (they do not change the results).
+RESUMABLE_CHANGES = ('log.', 'checkpoint.', 'dataset.cache_dir', 'num_devices',
+                     'train.eval_batch_size')
+
+
+def default_workdir(cfg) -> str:
+  return os.path.join('workdirs', f'{cfg.dataset.name}-{cfg.strategy}-seed{cfg.seed}')
+
+
+def _config_diff(saved: dict, current: dict) -> list[str]:
+  from jaxdisp.config_lib import _flat
+  import ml_collections
+  a = _flat(ml_collections.ConfigDict(saved))
+  b = _flat(ml_collections.ConfigDict(current))
+  keys = sorted(set(a) | set(b))
+  return [f'{k}: {a.get(k)!r} -> {b.get(k)!r}' for k in keys
+          if _norm(a.get(k)) != _norm(b.get(k)) and not k.startswith(RESUMABLE_CHANGES)]
+
+
+def _norm(v):
+  return list(v) if isinstance(v, tuple) else v
+
+
+def run_experiment(cfg, workdir: str):
+  """Loads data, restores or starts the experiment, runs the remaining rounds; returns ALState."""
+  import jax
+  from jaxdisp import al_loop, checkpointing, config_lib, data, reporting
+  from jaxdisp.acquisition import NumericalError
+
+  config_lib.validate(cfg)
+  dataset = data.load_dataset(cfg.dataset)
+  config_lib.validate_against_data(cfg, dataset.num_train, dataset.num_classes)
+  os.makedirs(workdir, exist_ok=True)
+  logging.info('dataset %s: %d train / %d test, %d classes; %d %s device(s)', dataset.name,
+               dataset.num_train, dataset.num_test, dataset.num_classes, jax.device_count(),
+               jax.devices()[0].platform)
+
+  ckpt = checkpointing.Checkpointer(workdir, cfg.train.epochs, cfg.checkpoint.every_epochs)
+  saved = ckpt.round_meta()
+  if saved is not None:
+    diff = _config_diff(saved['config'], cfg.to_dict())
+    if diff:
+      raise JaxdispError(f'workdir {workdir} holds a run with a different config ('
+                         + '; '.join(diff) + '): use another --workdir')
+  exp = al_loop.Experiment.create(cfg, dataset)
+  fresh = exp.initial_state()
+  restored = ckpt.latest_round(fresh)
+  state = restored[0] if restored else fresh
+  if restored:
+    logging.info('resuming %s after round %d', workdir, int(state.round) - 1)
+    reporting.write_outputs(workdir, cfg, dataset, state)
+  if al_loop.is_finished(state, cfg):
+    print(reporting.summary(state))
+    ckpt.close()
+    return state
+
+  progress = reporting.Progress(workdir, cfg, cfg.al.rounds + 1)
+
+  def on_epoch(round_, epoch, train_state, history, metrics):
+    if not bool(metrics['finite']):
+      raise NumericalError(f'training loss is NaN/inf in round {round_}, epoch {epoch}; '
+                           'the last good checkpoint is kept (lower train.learning_rate)')
+    progress.on_epoch(round_, epoch, metrics)
+    ckpt.maybe_save_train(round_, epoch + 1, train_state, history)
+
+  def restore_train(round_, like_state, like_history):
+    out = ckpt.restore_train(round_, like_state, like_history)
+    progress.start_round(round_, 0 if out is None else int(out[0].epoch))
+    return out
+
+  hooks = al_loop.Hooks(on_epoch=on_epoch, restore_train=restore_train)
+  try:
+    while not al_loop.is_finished(state, cfg):
+      state = al_loop.al_round(state, exp, hooks)
+      r = int(state.round) - 1
+      ckpt.save_round(state, {'config': cfg.to_dict(), 'round': r})
+      reporting.write_outputs(workdir, cfg, dataset, state)
+      progress.on_round(state, r)
+      logging.info('round %d: %d labels, test accuracy %.2f%%', r, int(state.num_labeled[r]),
+                   100 * float(state.test_accuracy[r]))
+  finally:
+    ckpt.wait()
+    ckpt.close()
+    progress.close()
+  print(reporting.summary(state))
+  return state
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  cfg = _CONFIG.value
+  workdir = _WORKDIR.value or default_workdir(cfg)
+  try:
+    run_experiment(cfg, workdir)
+  except JaxdispError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == '__main__':
+  run()

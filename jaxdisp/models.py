@@ -1,0 +1,139 @@
+"""Models: the CIFAR ResNet18 of the paper and a small CNN for tests.
+
+Both are Flax Linen modules split into a ``backbone`` (image -> penultimate features) and a
+``head`` (features -> logits, with optional dropout), so acquisition functions can reuse the
+features: k-center greedy (coreset) works on them and BALD runs its Monte-Carlo dropout passes on
+the head only, which costs a matrix product instead of a forward pass per sample.
+
+BatchNorm takes an optional per-sample ``mask`` so the last, partly padded batch of an epoch
+normalises over its real samples only (the same statistics as PyTorch's ``drop_last=False``).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxdisp.errors import ConfigError
+
+Array = jax.Array
+ModuleDef = Any
+
+# He-normal over fan-out, the usual CIFAR ResNet initialisation.
+conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+
+
+def _bn_mask(mask: Array | None) -> Array | None:
+  """A per-sample [B] mask broadcast to NHWC, as flax BatchNorm expects."""
+  return None if mask is None else mask[:, None, None, None]
+
+
+class BasicBlock(nn.Module):
+  """ResNet basic block: conv3x3-BN-ReLU-conv3x3-BN plus (projected) shortcut."""
+  filters: int
+  strides: int
+  conv: ModuleDef
+  norm: ModuleDef
+
+  @nn.compact
+  def __call__(self, x: Array, mask: Array | None) -> Array:
+    m = _bn_mask(mask)
+    y = self.conv(self.filters, (3, 3), (self.strides, self.strides))(x)
+    y = nn.relu(self.norm()(y, mask=m))
+    y = self.conv(self.filters, (3, 3))(y)
+    y = self.norm()(y, mask=m)
+    if self.strides != 1 or x.shape[-1] != self.filters:
+      x = self.conv(self.filters, (1, 1), (self.strides, self.strides), name='shortcut_conv')(x)
+      x = self.norm(name='shortcut_bn')(x, mask=m)
+    return nn.relu(x + y)
+
+
+class ResNetBackbone(nn.Module):
+  """CIFAR ResNet (kuangliu/Cutout variant): 3x3 stride-1 stem, no max-pool, 4 stages."""
+  stage_sizes: Sequence[int] = (2, 2, 2, 2)
+  width: int = 64
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array, *, train: bool, mask: Array | None = None) -> Array:
+    conv = functools.partial(nn.Conv, use_bias=False, padding='SAME', kernel_init=conv_init,
+                             dtype=self.dtype)
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
+                             epsilon=1e-5, dtype=self.dtype)
+    x = conv(self.width, (3, 3), name='stem_conv')(x)
+    x = nn.relu(norm(name='stem_bn')(x, mask=_bn_mask(mask)))
+    for stage, num_blocks in enumerate(self.stage_sizes):
+      for block in range(num_blocks):
+        strides = 2 if stage > 0 and block == 0 else 1
+        x = BasicBlock(self.width * 2**stage, strides, conv, norm)(x, mask)
+    return jnp.mean(x, axis=(1, 2))  # global average pool (= 4x4 avg-pool on 32x32 inputs)
+
+
+class SmallCNNBackbone(nn.Module):
+  """Three conv-BN-ReLU stages (widths w, 2w, 4w) with pooling: fast, for tests and demos."""
+  width: int = 32
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array, *, train: bool, mask: Array | None = None) -> Array:
+    for i in range(3):
+      x = nn.Conv(self.width * 2**i, (3, 3), use_bias=False, kernel_init=conv_init,
+                  dtype=self.dtype)(x)
+      x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                       dtype=self.dtype)(x, mask=_bn_mask(mask))
+      x = nn.relu(x)
+      if i < 2:
+        x = nn.max_pool(x, (2, 2), (2, 2))
+    return jnp.mean(x, axis=(1, 2))
+
+
+class Head(nn.Module):
+  """Dropout (rate 0 = none) and a linear classifier; logits are float32."""
+  num_classes: int
+  dropout: float = 0.0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, features: Array, *, deterministic: bool = True) -> Array:
+    features = nn.Dropout(self.dropout, deterministic=deterministic or self.dropout == 0.0)(
+        features)
+    return nn.Dense(self.num_classes, dtype=self.dtype)(features).astype(jnp.float32)
+
+
+class Classifier(nn.Module):
+  """backbone + head. ``__call__`` gives logits; ``embed``/``classify`` expose the two halves."""
+  backbone: nn.Module
+  head: nn.Module
+
+  def __call__(self, x: Array, *, train: bool, mask: Array | None = None) -> Array:
+    return self.head(self.backbone(x, train=train, mask=mask), deterministic=not train)
+
+  def embed(self, x: Array) -> Array:
+    """Penultimate features in eval mode (float32)."""
+    return self.backbone(x, train=False).astype(jnp.float32)
+
+  def classify(self, features: Array, *, deterministic: bool = True) -> Array:
+    return self.head(features, deterministic=deterministic)
+
+
+MODELS = ('resnet18', 'small_cnn')
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+def create_model(model_cfg, num_classes: int) -> Classifier:
+  """Builds the classifier named by ``model_cfg.name`` (see ``MODELS``)."""
+  if model_cfg.dtype not in DTYPES:
+    raise ConfigError(f'model.dtype={model_cfg.dtype!r} is not one of {sorted(DTYPES)}')
+  dtype = DTYPES[model_cfg.dtype]
+  if model_cfg.name == 'resnet18':
+    backbone = ResNetBackbone(width=model_cfg.width, dtype=dtype)
+  elif model_cfg.name == 'small_cnn':
+    backbone = SmallCNNBackbone(width=model_cfg.width, dtype=dtype)
+  else:
+    raise ConfigError(f'model.name={model_cfg.name!r} is not one of {list(MODELS)}')
+  return Classifier(backbone=backbone,
+                    head=Head(num_classes, dropout=model_cfg.dropout, dtype=dtype))

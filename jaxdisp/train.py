@@ -1,0 +1,315 @@
+"""Training: the optimizer, one jitted call per epoch, pool scoring and test evaluation.
+
+An epoch is a single compiled call: a ``fori_loop`` over the optimizer steps (the trip count is a
+traced ``ceil(num_labeled / batch)``), then, on recorded epochs, an eval-mode pass over the
+unlabeled pool that writes each sample's predicted label into row ``t`` of the device-resident
+prediction history. The labeled set and the pool are fixed-capacity index buffers plus a count,
+so a growing labeled set reuses the compiled epoch as long as it stays in its capacity bucket
+(see :func:`labeled_capacity`). State and history are donated, so they are updated in place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh
+
+from jaxdisp import input_pipeline, parallel
+from jaxdisp.errors import ConfigError
+
+Array = jax.Array
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything that changes during a round's training (a pytree; checkpointed by orbax)."""
+  epoch: Array  # int32: epochs completed
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+
+@flax.struct.dataclass
+class DeviceData:
+  """The dataset on device (replicated uint8 images, int32 labels) and its normalisation."""
+  train_images: Array
+  train_labels: Array
+  test_images: Array
+  test_labels: Array
+  mean: Array
+  std: Array
+
+
+def put_data(dataset, mesh: Mesh) -> DeviceData:
+  """Copies a host ``data.Dataset`` to the devices once (replicated; CIFAR is ~180 MB)."""
+  mean, std = input_pipeline.channel_stats(dataset.train_images)
+  return parallel.put_replicated(DeviceData(
+      train_images=dataset.train_images, train_labels=dataset.train_labels.astype(np.int32),
+      test_images=dataset.test_images, test_labels=dataset.test_labels.astype(np.int32),
+      mean=mean, std=std), mesh)
+
+
+MIN_BUCKET = 2048
+
+
+def labeled_capacity(num_labeled: int, batch_size: int) -> int:
+  """Capacity bucket of the labeled index buffer: the next power of two >= 2048.
+
+  Every labeled-set size in one bucket (<= 2048, <= 4096, <= 8192, ...) runs the same compiled
+  epoch; padding only costs the shuffle's sort, never extra optimizer steps (the step count is
+  ``ceil(num_labeled / batch)``). An active-learning run passes the capacity of its final labeled
+  set instead, so all of its rounds share one compile.
+  """
+  cap = max(MIN_BUCKET, 1 << (max(num_labeled, 1) - 1).bit_length())
+  return parallel.round_up(cap, batch_size)
+
+
+def lr_for_epoch(train_cfg, epoch: int | Array) -> Array:
+  """Step schedule: ``lr * gamma^(milestones passed)``, milestones as fractions of the epochs."""
+  milestones = [round(m * train_cfg.epochs) for m in train_cfg.lr_milestones]
+  passed = sum((epoch >= m).astype(jnp.int32) if isinstance(epoch, jax.Array) else int(epoch >= m)
+               for m in milestones)
+  return train_cfg.learning_rate * train_cfg.lr_gamma**passed
+
+
+def make_optimizer(train_cfg) -> optax.GradientTransformation:
+  """SGD + Nesterov momentum + L2 weight decay added to the gradient (as torch.optim.SGD)."""
+
+  def sgd(learning_rate):
+    return optax.chain(
+        optax.add_decayed_weights(train_cfg.weight_decay),
+        optax.sgd(learning_rate, momentum=train_cfg.momentum or None,
+                  nesterov=train_cfg.nesterov and train_cfg.momentum > 0))
+
+  return optax.inject_hyperparams(sgd)(learning_rate=train_cfg.learning_rate)
+
+
+def history_dtype(num_classes: int):
+  return jnp.int8 if num_classes <= 127 else jnp.int16
+
+
+@dataclasses.dataclass(frozen=True)
+class Recording:
+  """Which epochs write a row of the prediction history, and how."""
+  epochs: int
+  every: int = 1
+  start: int = 0
+  augmented_views: bool = False
+
+  enabled: bool = True
+
+  @property
+  def num_rows(self) -> int:
+    return len(range(self.start, self.epochs, self.every)) if self.enabled else 0
+
+  def slot(self, epoch):
+    """Row of ``epoch`` in the history and whether it is recorded (works on traced ints)."""
+    offset = epoch - self.start
+    return offset // self.every, (offset >= 0) & (offset % self.every == 0)
+
+  @classmethod
+  def from_config(cls, cfg) -> 'Recording':
+    d = cfg.dispersion
+    enabled = cfg.strategy == 'dispersion' or d.record_always
+    return cls(cfg.train.epochs, d.record_every, d.record_from_epoch, d.augmented_views, enabled)
+
+
+class Trainer:
+  """Builds the model, the optimizer and the jitted epoch/eval/pool functions for one config.
+
+  Construct once per experiment; the compiled functions are reused by every round.
+  """
+
+  def __init__(self, model: nn.Module, cfg, mesh: Mesh, image_shape, num_classes: int):
+    d = mesh.size
+    t = cfg.train
+    if t.batch_size % d:
+      raise ConfigError(f'train.batch_size={t.batch_size} must be a multiple of the '
+                        f'{d} devices')
+    self.model, self.cfg, self.mesh = model, cfg, mesh
+    self.image_shape, self.num_classes = tuple(image_shape), num_classes
+    self.batch_size = t.batch_size
+    self.chunk = parallel.round_up(t.eval_batch_size, d)
+    self.tx = make_optimizer(t)
+    self.recording = Recording.from_config(cfg)
+    self.compute_dtype = jnp.bfloat16 if cfg.model.dtype == 'bfloat16' else jnp.float32
+    rep = parallel.replicated(mesh)
+    self.init = jax.jit(self._init, out_shardings=rep)
+    self.train_epoch = jax.jit(self._train_epoch, donate_argnums=(0, 1))
+    self.evaluate = jax.jit(self._evaluate)
+    self.pool_outputs = jax.jit(self._pool_outputs, static_argnames=('outputs',))
+
+  # ---- buffers --------------------------------------------------------------------------------
+
+  def pool_capacity(self, num_pool: int) -> int:
+    return parallel.round_up(max(num_pool, 1), self.chunk)
+
+  def index_buffer(self, ids: np.ndarray, capacity: int) -> tuple[Array, Array]:
+    """Pads dataset ids to ``capacity`` and puts them on device, split over ``data``."""
+    if len(ids) > capacity:
+      raise ValueError(f'{len(ids)} ids do not fit a buffer of {capacity}')
+    buf = np.zeros(capacity, np.int32)
+    buf[:len(ids)] = ids
+    return parallel.put_sharded(buf, self.mesh), jnp.int32(len(ids))
+
+  def empty_history(self, pool_capacity: int) -> Array:
+    h = jnp.full((self.recording.num_rows, pool_capacity), -1, history_dtype(self.num_classes))
+    return jax.device_put(h, parallel.sharded(self.mesh, 2, axis=1))
+
+  # ---- jitted bodies --------------------------------------------------------------------------
+
+  def _init(self, key: Array) -> TrainState:
+    dummy = jnp.zeros((1, *self.image_shape), self.compute_dtype)
+    variables = self.model.init(key, dummy, train=False)
+    params = variables['params']
+    return TrainState(epoch=jnp.int32(0), params=params,
+                      batch_stats=variables.get('batch_stats', {}),
+                      opt_state=self.tx.init(params))
+
+  def _inputs(self, data: DeviceData, idx: Array, keys: Array | None, train_split=True):
+    images = (data.train_images if train_split else data.test_images)[idx]
+    if keys is not None:
+      images = input_pipeline.random_crop_flip(keys, images)
+    return input_pipeline.normalize(images, data.mean, data.std, self.compute_dtype)
+
+  def _variables(self, state: TrainState):
+    return {'params': state.params, 'batch_stats': state.batch_stats}
+
+  def _train_step(self, state: TrainState, data: DeviceData, idx: Array, mask: Array,
+                  key: Array):
+    k_aug, k_drop = jax.random.split(key)
+    aug_keys = jax.random.split(k_aug, idx.shape[0]) if self.cfg.train.augment else None
+    x = self._inputs(data, idx, aug_keys)
+    labels = data.train_labels[idx]
+    weights = mask.astype(jnp.float32)
+    count = jnp.maximum(weights.sum(), 1.0)
+
+    def loss_fn(params):
+      logits, updates = self.model.apply(
+          {'params': params, 'batch_stats': state.batch_stats}, x, train=True, mask=mask,
+          rngs={'dropout': k_drop}, mutable=['batch_stats'])
+      losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+      return (losses * weights).sum() / count, (logits, updates['batch_stats'])
+
+    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params)
+    updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    correct = ((jnp.argmax(logits, -1) == labels) * weights).sum()
+    state = state.replace(params=params, batch_stats=batch_stats, opt_state=opt_state)
+    return state, (loss * weights.sum(), correct, weights.sum())
+
+  def _record(self, state: TrainState, data: DeviceData, history: Array, pool: Array,
+              num_pool: Array, key: Array) -> Array:
+    """Writes the predicted label of every pool sample into the epoch's history row."""
+    slot, _ = self.recording.slot(state.epoch)
+    variables = self._variables(state)
+
+    def predict(idx, valid):
+      keys = None
+      if self.recording.augmented_views:
+        keys = jax.vmap(jax.random.fold_in, (None, 0))(key, idx)
+      logits = self.model.apply(variables, self._inputs(data, idx, keys), train=False)
+      labels = jnp.argmax(logits, -1).astype(history.dtype)
+      return jnp.where(valid, labels, jnp.array(-1, history.dtype))
+
+    row = parallel.map_in_chunks(predict, pool, num_pool, self.chunk, self.mesh)
+    return jax.lax.dynamic_update_slice(history, row[None], (slot, 0))
+
+  def _train_epoch(self, state: TrainState, history: Array, data: DeviceData, labeled: Array,
+                   num_labeled: Array, pool: Array, num_pool: Array, key: Array):
+    """One epoch over the labeled set, then (on recorded epochs) one pass over the pool.
+
+    Returns the new state (``epoch`` + 1), the history and the epoch's summed metrics.
+    """
+    b = self.batch_size
+    k_shuffle, k_steps, k_pool = jax.random.split(jax.random.fold_in(key, state.epoch), 3)
+    lr = lr_for_epoch(self.cfg.train, state.epoch)
+    state = state.replace(opt_state=state.opt_state._replace(
+        hyperparams={**state.opt_state.hyperparams, 'learning_rate': lr}))
+
+    # Shuffle the labeled prefix; the padding sorts last.
+    cap = labeled.shape[0]
+    valid = jnp.arange(cap) < num_labeled
+    order = jnp.argsort(jnp.where(valid, jax.random.uniform(k_shuffle, (cap,)), 2.0))
+    shuffled = labeled[order]
+    num_steps = (num_labeled + b - 1) // b
+
+    def step(s, carry):
+      state, sums = carry
+      idx = jax.lax.dynamic_slice(shuffled, (s * b,), (b,))
+      mask = s * b + jnp.arange(b) < num_labeled
+      idx, mask = parallel.constrain(idx, self.mesh), parallel.constrain(mask, self.mesh)
+      state, metrics = self._train_step(state, data, idx, mask, jax.random.fold_in(k_steps, s))
+      return state, jax.tree.map(jnp.add, sums, metrics)
+
+    zeros = (jnp.float32(0), jnp.float32(0), jnp.float32(0))
+    state, (loss_sum, correct, count) = jax.lax.fori_loop(0, num_steps, step, (state, zeros))
+    if self.recording.num_rows:
+      _, recorded = self.recording.slot(state.epoch)
+      history = jax.lax.cond(
+          recorded, lambda h: self._record(state, data, h, pool, num_pool, k_pool),
+          lambda h: h, history)
+    metrics = {'loss': loss_sum / count, 'train_accuracy': correct / count, 'steps': num_steps,
+               'learning_rate': lr, 'finite': jnp.isfinite(loss_sum)}
+    return state.replace(epoch=state.epoch + 1), history, metrics
+
+  def _evaluate(self, state: TrainState, data: DeviceData) -> Array:
+    """Top-1 accuracy on the test split (eval mode, no augmentation)."""
+    n = data.test_labels.shape[0]
+    cap = parallel.round_up(n, self.chunk)
+    variables = self._variables(state)
+
+    def correct(idx, valid):
+      logits = self.model.apply(variables, self._inputs(data, idx, None, train_split=False),
+                                train=False)
+      return (jnp.argmax(logits, -1) == data.test_labels[idx]) & valid
+
+    idx = jnp.minimum(jnp.arange(cap), n - 1)
+    hits = parallel.map_in_chunks(correct, idx, jnp.int32(n), self.chunk, self.mesh)
+    return hits.sum() / n
+
+  def _pool_outputs(self, state: TrainState, data: DeviceData, pool: Array, num_pool: Array,
+                    key: Array, outputs: tuple[str, ...] = ('probs',)):
+    """Per-sample outputs of the final model on pool (or any index buffer), in eval mode.
+
+    ``outputs`` names what to return: ``probs`` [n, C], ``features`` [n, F], ``bald`` [n]
+    (mutual information over ``bald.mc_samples`` Monte-Carlo dropout passes of the head).
+    Rows past ``num_pool`` are padding.
+    """
+    variables = self._variables(state)
+    mc = self.cfg.bald.mc_samples
+
+    def per_chunk(idx, valid):
+      del valid
+      feats = self.model.apply(variables, self._inputs(data, idx, None), method='embed')
+      out = {}
+      if 'features' in outputs:
+        out['features'] = feats
+      if 'probs' in outputs:
+        out['probs'] = jax.nn.softmax(
+            self.model.apply(variables, feats, method='classify'))
+      if 'bald' in outputs:
+        def mc_probs(k):
+          keys = jax.vmap(jax.random.fold_in, (None, 0))(k, idx)  # layout-independent dropout
+          logits = jax.vmap(lambda kk, f: self.model.apply(
+              variables, f[None], deterministic=False, method='classify',
+              rngs={'dropout': kk})[0])(keys, feats)
+          return jax.nn.softmax(logits)
+        probs = jax.lax.map(mc_probs, jax.random.split(key, mc))  # [mc, n, C]
+        out['bald'] = _entropy(probs.mean(0)) - _entropy(probs).mean(0)
+      return out
+
+    return parallel.map_in_chunks(per_chunk, pool, num_pool, self.chunk, self.mesh)
+
+
+def _entropy(p: Array) -> Array:
+  return -jnp.sum(jnp.where(p > 0, p * jnp.log(p), 0.0), axis=-1)

@@ -1,0 +1,108 @@
+"""The data-parallel trainer: 1 device == 4 devices, bounded compilation, schedule, masking."""
+
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxdisp import config_lib, diagnostics, models, parallel, train
+
+
+def small_config(**train_overrides):
+  cfg = config_lib.base_config()
+  cfg.model.name, cfg.model.width = 'small_cnn', 8
+  cfg.train.batch_size, cfg.train.epochs, cfg.train.eval_batch_size = 64, 4, 128
+  cfg.train.update(train_overrides)
+  return cfg
+
+
+def fake_dataset(n=1600, size=16, classes=10, seed=0):
+  rng = np.random.default_rng(seed)
+  labels = rng.integers(0, classes, n)
+  # A weak class signal so training does something non-trivial.
+  images = rng.integers(0, 200, (n, size, size, 3)).astype(np.uint8)
+  images[np.arange(n), labels % size, :, labels % 3] = 255
+  return types.SimpleNamespace(train_images=images, train_labels=labels,
+                               test_images=images[:300], test_labels=labels[:300])
+
+
+def build(cfg, num_devices, ds):
+  mesh = parallel.make_mesh(num_devices)
+  model = models.create_model(cfg.model, 10)
+  trainer = train.Trainer(model, cfg, mesh, ds.train_images.shape[1:], 10)
+  return trainer, train.put_data(ds, mesh)
+
+
+def run_epochs(num_devices, epochs=1, num_labeled=300):
+  cfg = small_config()
+  ds = fake_dataset()
+  tr, data = build(cfg, num_devices, ds)
+  labeled, nl = tr.index_buffer(np.arange(num_labeled), train.labeled_capacity(num_labeled, 64))
+  pool, npool = tr.index_buffer(np.arange(num_labeled, 1000), tr.pool_capacity(1000 - num_labeled))
+  state, history = tr.init(jax.random.key(0)), tr.empty_history(pool.shape[0])
+  for _ in range(epochs):
+    state, history, metrics = tr.train_epoch(state, history, data, labeled, nl, pool, npool,
+                                             jax.random.key(1))
+  return state, history, metrics, tr.evaluate(state, data)
+
+
+def test_one_device_equals_four_devices():
+  assert jax.device_count() == 4
+  s1, h1, m1, a1 = run_epochs(1)
+  s4, h4, m4, a4 = run_epochs(4)
+  assert h4.sharding.spec == jax.P(None, 'data')  # the history is split over the pool axis
+  for x, y in zip(jax.tree.leaves((s1.params, s1.batch_stats, s1.opt_state)),
+                  jax.tree.leaves((s4.params, s4.batch_stats, s4.opt_state))):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(float(m1['loss']), float(m4['loss']), rtol=1e-5)
+  assert int(m1['steps']) == int(m4['steps']) == 5  # ceil(300 / 64)
+  # The recorded predictions agree wherever the two models are not on a knife edge.
+  r1, r4 = np.asarray(h1[0]), np.asarray(h4[0])
+  assert (r1 == r4).mean() > 0.99 and (r1[700:] == -1).all()
+  assert abs(float(a1) - float(a4)) <= 0.01
+
+
+def test_labeled_sets_in_one_bucket_compile_the_epoch_once():
+  diagnostics.enable()
+  assert train.labeled_capacity(1000, 64) == train.labeled_capacity(1400, 64) == 2048
+  cfg = small_config(epochs=1)
+  ds = fake_dataset(n=2000)
+  tr, data = build(cfg, 4, ds)
+  pool, npool = tr.index_buffer(np.arange(1500, 2000), tr.pool_capacity(500))
+  before = diagnostics.compile_counts().get('_train_epoch', 0)
+  for n in (1000, 1400):
+    labeled, nl = tr.index_buffer(np.arange(n), train.labeled_capacity(n, 64))
+    state, history = tr.init(jax.random.key(0)), tr.empty_history(pool.shape[0])
+    state, history, metrics = tr.train_epoch(state, history, data, labeled, nl, pool, npool,
+                                             jax.random.key(1))
+    assert int(metrics['steps']) == -(-n // 64)
+  assert diagnostics.compile_counts()['_train_epoch'] - before == 1
+
+
+def test_step_schedule_halves_at_60_and_80_percent():
+  t = config_lib.base_config().train
+  lrs = [float(train.lr_for_epoch(t, jnp.int32(e))) for e in (0, 59, 60, 79, 80, 99)]
+  np.testing.assert_allclose(lrs, [0.02, 0.02, 0.01, 0.01, 0.005, 0.005], rtol=1e-6)
+
+
+def test_partial_batch_is_masked_out_of_loss_and_batchnorm():
+  """A batch padded with garbage rows gives the same update as the unpadded batch alone."""
+  cfg = small_config()
+  model = models.create_model(cfg.model, 10)
+  x = jax.random.normal(jax.random.key(0), (8, 16, 16, 3))
+  variables = model.init(jax.random.key(1), x[:1], train=False)
+  mask = jnp.arange(8) < 5
+  garbage = jnp.where(mask[:, None, None, None], x, 1e3)
+  a, va = model.apply(variables, x[:5], train=True, mutable=['batch_stats'])
+  b, vb = model.apply(variables, garbage, train=True, mask=mask, mutable=['batch_stats'])
+  np.testing.assert_allclose(np.asarray(a), np.asarray(b[:5]), rtol=1e-4, atol=1e-4)
+  for p, q in zip(jax.tree.leaves(va), jax.tree.leaves(vb)):
+    np.testing.assert_allclose(np.asarray(p), np.asarray(q), rtol=1e-4, atol=1e-5)
+
+
+def test_batch_must_split_over_devices():
+  cfg = small_config(batch_size=66)
+  with pytest.raises(Exception, match='multiple of the 4 devices'):
+    build(cfg, 4, fake_dataset(n=100))
