@@ -113,7 +113,16 @@ def run_experiment(cfg, workdir: str):
   return state
 
 
+class _QuietLibraries:
+  """Drops the INFO chatter of orbax/tensorstore/clu (warnings, level >= 30, still show)."""
+  NOISY = (f'{os.sep}orbax{os.sep}', f'{os.sep}clu{os.sep}', f'{os.sep}tensorstore{os.sep}')
+
+  def filter(self, record) -> bool:
+    return record.levelno >= 30 or not any(n in record.pathname for n in self.NOISY)
+
+
 def main(argv):
+  logging.get_absl_handler().addFilter(_QuietLibraries())
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   cfg = _CONFIG.value

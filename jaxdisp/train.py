@@ -1,11 +1,13 @@
 """Training: the optimizer, one jitted call per epoch, pool scoring and test evaluation.
 
-An epoch is a single compiled call: a ``fori_loop`` over the optimizer steps (the trip count is a
-traced ``ceil(num_labeled / batch)``), then, on recorded epochs, an eval-mode pass over the
-unlabeled pool that writes each sample's predicted label into row ``t`` of the device-resident
-prediction history. The labeled set and the pool are fixed-capacity index buffers plus a count,
-so a growing labeled set reuses the compiled epoch as long as it stays in its capacity bucket
-(see :func:`labeled_capacity`). State and history are donated, so they are updated in place.
+On TPU/GPU an epoch is a single compiled call: a ``fori_loop`` over the optimizer steps (the trip
+count is a traced ``ceil(num_labeled / batch)``), then, on recorded epochs, an eval-mode pass over
+the unlabeled pool that writes each sample's predicted label into row ``t`` of the device-resident
+prediction history. On CPU the same three pieces (begin, step, end) are compiled separately and
+the step loop runs in Python (``train.step_loop``; see :func:`step_loop`). The labeled set and the
+pool are fixed-capacity index buffers plus a count, so a growing labeled set reuses the compiled
+epoch as long as it stays in its capacity bucket (see :func:`labeled_capacity`). State and
+history are donated, so they are updated in place.
 """
 
 from __future__ import annotations
@@ -143,7 +145,13 @@ class Trainer:
     self.compute_dtype = jnp.bfloat16 if cfg.model.dtype == 'bfloat16' else jnp.float32
     rep = parallel.replicated(mesh)
     self.init = jax.jit(self._init, out_shardings=rep)
-    self.train_epoch = jax.jit(self._train_epoch, donate_argnums=(0, 1))
+    if step_loop(cfg, mesh) == 'device':
+      self.train_epoch = jax.jit(self._train_epoch, donate_argnums=(0, 1))
+    else:
+      self._begin_jit = jax.jit(self._epoch_begin, donate_argnums=(0,))
+      self._step_jit = jax.jit(self._step, donate_argnums=(1, 2))
+      self._end_jit = jax.jit(self._epoch_end, donate_argnums=(0, 1))
+      self.train_epoch = self._train_epoch_host_loop
     self.evaluate = jax.jit(self._evaluate)
     self.pool_outputs = jax.jit(self._pool_outputs, static_argnames=('outputs',))
 
@@ -224,43 +232,73 @@ class Trainer:
     row = parallel.map_in_chunks(predict, pool, num_pool, self.chunk, self.mesh)
     return jax.lax.dynamic_update_slice(history, row[None], (slot, 0))
 
+  def _epoch_begin(self, state: TrainState, labeled: Array, num_labeled: Array, key: Array):
+    """Sets the epoch's learning rate and shuffles the labeled prefix (padding sorts last)."""
+    k_shuffle, k_steps, k_pool = jax.random.split(jax.random.fold_in(key, state.epoch), 3)
+    lr = lr_for_epoch(self.cfg.train, state.epoch)
+    state = state.replace(opt_state=state.opt_state._replace(
+        hyperparams={**state.opt_state.hyperparams, 'learning_rate': lr}))
+    cap = labeled.shape[0]
+    valid = jnp.arange(cap) < num_labeled
+    order = jnp.argsort(jnp.where(valid, jax.random.uniform(k_shuffle, (cap,)), 2.0))
+    return state, labeled[order], (k_steps, k_pool), lr, _zero_sums()
+
+  def _step(self, s: Array, state: TrainState, sums, data: DeviceData, shuffled: Array,
+            num_labeled: Array, k_steps: Array):
+    """Optimizer step ``s`` of the epoch on slice ``s`` of the shuffled labeled ids."""
+    b = self.batch_size
+    idx = jax.lax.dynamic_slice(shuffled, (s * b,), (b,))
+    mask = s * b + jnp.arange(b) < num_labeled
+    idx, mask = parallel.constrain(idx, self.mesh), parallel.constrain(mask, self.mesh)
+    state, metrics = self._train_step(state, data, idx, mask, jax.random.fold_in(k_steps, s))
+    return state, jax.tree.map(jnp.add, sums, metrics)
+
+  def _epoch_end(self, state: TrainState, history: Array, sums, data: DeviceData, pool: Array,
+                 num_pool: Array, k_pool: Array, lr: Array, num_steps: Array):
+    """On recorded epochs, scores the pool into the history; returns the epoch's metrics."""
+    if self.recording.num_rows:
+      _, recorded = self.recording.slot(state.epoch)
+      history = jax.lax.cond(
+          recorded, lambda h: self._record(state, data, h, pool, num_pool, k_pool),
+          lambda h: h, history)
+    loss_sum, correct, count = sums
+    metrics = {'loss': loss_sum / count, 'train_accuracy': correct / count, 'steps': num_steps,
+               'learning_rate': lr, 'finite': jnp.isfinite(loss_sum)}
+    return state.replace(epoch=state.epoch + 1), history, metrics
+
   def _train_epoch(self, state: TrainState, history: Array, data: DeviceData, labeled: Array,
                    num_labeled: Array, pool: Array, num_pool: Array, key: Array):
     """One epoch over the labeled set, then (on recorded epochs) one pass over the pool.
 
     Returns the new state (``epoch`` + 1), the history and the epoch's summed metrics.
     """
-    b = self.batch_size
-    k_shuffle, k_steps, k_pool = jax.random.split(jax.random.fold_in(key, state.epoch), 3)
-    lr = lr_for_epoch(self.cfg.train, state.epoch)
-    state = state.replace(opt_state=state.opt_state._replace(
-        hyperparams={**state.opt_state.hyperparams, 'learning_rate': lr}))
-
-    # Shuffle the labeled prefix; the padding sorts last.
-    cap = labeled.shape[0]
-    valid = jnp.arange(cap) < num_labeled
-    order = jnp.argsort(jnp.where(valid, jax.random.uniform(k_shuffle, (cap,)), 2.0))
-    shuffled = labeled[order]
-    num_steps = (num_labeled + b - 1) // b
+    state, shuffled, (k_steps, k_pool), lr, sums = self._epoch_begin(state, labeled, num_labeled,
+                                                                      key)
+    num_steps = (num_labeled + self.batch_size - 1) // self.batch_size
 
     def step(s, carry):
-      state, sums = carry
-      idx = jax.lax.dynamic_slice(shuffled, (s * b,), (b,))
-      mask = s * b + jnp.arange(b) < num_labeled
-      idx, mask = parallel.constrain(idx, self.mesh), parallel.constrain(mask, self.mesh)
-      state, metrics = self._train_step(state, data, idx, mask, jax.random.fold_in(k_steps, s))
-      return state, jax.tree.map(jnp.add, sums, metrics)
+      return self._step(s, *carry, data, shuffled, num_labeled, k_steps)
 
-    zeros = (jnp.float32(0), jnp.float32(0), jnp.float32(0))
-    state, (loss_sum, correct, count) = jax.lax.fori_loop(0, num_steps, step, (state, zeros))
-    if self.recording.num_rows:
-      _, recorded = self.recording.slot(state.epoch)
-      history = jax.lax.cond(
-          recorded, lambda h: self._record(state, data, h, pool, num_pool, k_pool),
-          lambda h: h, history)
-    metrics = {'loss': loss_sum / count, 'train_accuracy': correct / count, 'steps': num_steps,
-               'learning_rate': lr, 'finite': jnp.isfinite(loss_sum)}
-    return state.replace(epoch=state.epoch + 1), history, metrics
+    state, sums = jax.lax.fori_loop(0, num_steps, step, (state, sums))
+    return self._epoch_end(state, history, sums, data, pool, num_pool, k_pool, lr, num_steps)
+
+  def _train_epoch_host_loop(self, state: TrainState, history: Array, data: DeviceData,
+                             labeled: Array, num_labeled: Array, pool: Array, num_pool: Array,
+                             key: Array):
+    """The same epoch as :meth:`_train_epoch`, with the step loop in Python.
+
+    Three compiled functions (begin, step, end), dispatched asynchronously: nothing but the
+    step count is read back. XLA:CPU runs convolution gradients inside a ``while`` loop 10-40x
+    slower than outside one (jax-ml/jax#12868), so this is the default on CPU.
+    """
+    n = int(num_labeled)
+    state, shuffled, (k_steps, k_pool), lr, sums = self._begin_jit(state, labeled, num_labeled,
+                                                                    key)
+    for s in range(-(-n // self.batch_size)):
+      state, sums = self._step_jit(jnp.int32(s), state, sums, data, shuffled, num_labeled,
+                                   k_steps)
+    num_steps = jnp.int32(-(-n // self.batch_size))
+    return self._end_jit(state, history, sums, data, pool, num_pool, k_pool, lr, num_steps)
 
   def _evaluate(self, state: TrainState, data: DeviceData) -> Array:
     """Top-1 accuracy on the test split (eval mode, no augmentation)."""
@@ -309,6 +347,17 @@ class Trainer:
       return out
 
     return parallel.map_in_chunks(per_chunk, pool, num_pool, self.chunk, self.mesh)
+
+
+def _zero_sums():
+  return (jnp.float32(0), jnp.float32(0), jnp.float32(0))  # loss * n, correct, n
+
+
+def step_loop(cfg, mesh: Mesh) -> str:
+  """Where the epoch's step loop runs: ``device`` (one call per epoch) or ``host``."""
+  if cfg.train.step_loop != 'auto':
+    return cfg.train.step_loop
+  return 'host' if mesh.devices.flat[0].platform == 'cpu' else 'device'
 
 
 def _entropy(p: Array) -> Array:

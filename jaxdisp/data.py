@@ -1,0 +1,307 @@
+"""Datasets: one entry point, :func:`load_dataset`, returning uint8 NHWC arrays on the host.
+
+Three sources (``config.dataset.source``):
+
+* ``synthetic`` -- procedurally generated, deterministic, class-structured images (oriented noisy
+  gratings in random colours under random masks). Classes differ by orientation and frequency,
+  never by colour, so a CNN needs several epochs and still makes mistakes. Used by the demo and
+  the tests; needs no files.
+* ``folder`` -- the standard image-folder layout ``<root>/<split>/<class>/*.{jpg,jpeg,png}``.
+  Decoded once with Pillow and cached as ``.npz`` outside the repository (``dataset.cache_dir``,
+  else ``$JAXDISP_CACHE_DIR``, else ``~/.cache/jaxdisp``), keyed by a fingerprint of the file
+  list, sizes and modification times, so an edited folder is decoded again.
+* ``tfds`` -- any TensorFlow Datasets image-classification dataset already prepared in
+  ``dataset.data_dir`` (no downloads are attempted).
+
+Sample ids are positions in ``train_images``; ``train_ids`` names each one (relative file path
+for folders) so acquired labels can be traced back to files.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import hashlib
+import os
+import tempfile
+
+import numpy as np
+
+from jaxdisp.errors import DataError
+
+IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png')
+_CACHE_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  """A labelled image-classification dataset held in host memory."""
+  name: str
+  train_images: np.ndarray  # uint8 [N, H, W, C]
+  train_labels: np.ndarray  # int32 [N]
+  test_images: np.ndarray  # uint8 [M, H, W, C]
+  test_labels: np.ndarray  # int32 [M]
+  class_names: tuple
+  train_ids: tuple  # str per training sample (file path, or a synthetic name)
+
+  @property
+  def num_classes(self) -> int:
+    return len(self.class_names)
+
+  @property
+  def image_shape(self) -> tuple:
+    return tuple(self.train_images.shape[1:])
+
+  @property
+  def num_train(self) -> int:
+    return int(self.train_images.shape[0])
+
+  @property
+  def num_test(self) -> int:
+    return int(self.test_images.shape[0])
+
+
+def load_dataset(dataset_cfg) -> Dataset:
+  """Loads ``dataset_cfg.source``; every failure is a one-line :class:`DataError`."""
+  source = dataset_cfg.source
+  if source == 'synthetic':
+    ds = synthetic(dataset_cfg.num_train, dataset_cfg.num_test, dataset_cfg.num_classes,
+                   dataset_cfg.image_size, dataset_cfg.data_seed, name=dataset_cfg.name)
+  elif source == 'folder':
+    ds = image_folder(dataset_cfg.root, dataset_cfg.train_split, dataset_cfg.test_split,
+                      cache_dir=dataset_cfg.cache_dir, name=dataset_cfg.name)
+  elif source == 'tfds':
+    ds = from_tfds(dataset_cfg.name, dataset_cfg.data_dir, dataset_cfg.train_split,
+                   dataset_cfg.test_split)
+  else:
+    raise DataError(f'unknown dataset.source={source!r}: use synthetic, folder or tfds')
+  check_dataset(ds)
+  return ds
+
+
+def check_dataset(ds: Dataset) -> None:
+  """Rejects datasets the trainer cannot use, naming what is wrong."""
+  for split, images, labels in (('train', ds.train_images, ds.train_labels),
+                                ('test', ds.test_images, ds.test_labels)):
+    if images.ndim != 4 or images.dtype != np.uint8:
+      raise DataError(f'{ds.name}/{split}: images must be uint8 [N, H, W, C], got '
+                      f'{images.dtype} {images.shape}')
+    if labels.shape != (images.shape[0],):
+      raise DataError(f'{ds.name}/{split}: {labels.shape[0]} labels for {images.shape[0]} images')
+    if images.shape[0] == 0:
+      raise DataError(f'{ds.name}/{split}: no images')
+    if labels.min() < 0 or labels.max() >= ds.num_classes:
+      raise DataError(f'{ds.name}/{split}: labels outside [0, {ds.num_classes})')
+  if ds.train_images.shape[1:] != ds.test_images.shape[1:]:
+    raise DataError(f'{ds.name}: train images {ds.train_images.shape[1:]} and test images '
+                    f'{ds.test_images.shape[1:]} differ in shape')
+  if len(ds.train_ids) != ds.num_train:
+    raise DataError(f'{ds.name}: {len(ds.train_ids)} ids for {ds.num_train} training images')
+
+
+# ---------------------------------------------------------------------------------------------
+# synthetic
+
+
+def _synthetic_split(rng: np.random.Generator, n: int, num_classes: int, size: int):
+  """Oriented gratings; class = (orientation, frequency) cell, colours and masks are nuisance."""
+  labels = rng.integers(0, num_classes, n).astype(np.int32)
+  num_orient = (num_classes + 1) // 2
+  orient = (labels % num_orient) * (np.pi / num_orient)
+  orient = orient + rng.normal(0.0, 0.16 * np.pi / num_orient, n)  # neighbouring classes overlap
+  freq = np.where(labels < num_orient, 2.5, 4.5) + rng.normal(0.0, 0.45, n)  # cycles per image
+  phase = rng.uniform(0, 2 * np.pi, n)
+  yy, xx = np.meshgrid(np.linspace(-0.5, 0.5, size), np.linspace(-0.5, 0.5, size), indexing='ij')
+  proj = (np.cos(orient)[:, None, None] * xx + np.sin(orient)[:, None, None] * yy)
+  wave = np.sin(2 * np.pi * freq[:, None, None] * proj + phase[:, None, None])  # [n, H, W]
+  # A soft blob of random position and radius decides where the grating shows.
+  cy, cx = rng.uniform(-0.25, 0.25, (2, n))
+  radius = rng.uniform(0.2, 0.45, n)
+  dist = np.sqrt((yy - cy[:, None, None]) ** 2 + (xx - cx[:, None, None]) ** 2)
+  blob = 1.0 / (1.0 + np.exp((dist - radius[:, None, None]) * 25.0))
+  contrast = rng.uniform(0.25, 0.6, n)[:, None, None]
+  background = rng.uniform(0.15, 0.85, (n, 3))  # colour independent of the class
+  tint = rng.uniform(-1.0, 1.0, (n, 3))
+  tint /= np.linalg.norm(tint, axis=1, keepdims=True) + 1e-6
+  pattern = (contrast * blob * wave)[..., None] * (0.5 + 0.5 * np.abs(tint))[:, None, None, :]
+  images = background[:, None, None, :] + pattern
+  images += rng.normal(0.0, 0.12, images.shape)
+  return np.clip(images * 255.0 + 0.5, 0, 255).astype(np.uint8), labels
+
+
+def synthetic(num_train: int = 5000, num_test: int = 1000, num_classes: int = 10,
+              image_size: int = 32, data_seed: int = 0, name: str = 'synthetic') -> Dataset:
+  """A deterministic function of its arguments (same arguments => same bytes)."""
+  if num_train < 1 or num_test < 1:
+    raise DataError(f'synthetic data needs num_train, num_test >= 1 (got {num_train}, {num_test})')
+  if not 2 <= num_classes <= 64:
+    raise DataError(f'synthetic data supports 2..64 classes (got dataset.num_classes={num_classes})')
+  if not 8 <= image_size <= 256:
+    raise DataError(f'synthetic data supports image sizes 8..256 (got dataset.image_size={image_size})')
+  train_rng, test_rng = (np.random.default_rng(s) for s in
+                         np.random.SeedSequence(data_seed).spawn(2))
+  chunks = [_synthetic_split(train_rng, min(4096, num_train - i), num_classes, image_size)
+            for i in range(0, num_train, 4096)]
+  train_images = np.concatenate([c[0] for c in chunks])
+  train_labels = np.concatenate([c[1] for c in chunks])
+  test_images, test_labels = _synthetic_split(test_rng, num_test, num_classes, image_size)
+  return Dataset(
+      name=name or 'synthetic', train_images=train_images, train_labels=train_labels,
+      test_images=test_images, test_labels=test_labels,
+      class_names=tuple(f'class_{c}' for c in range(num_classes)),
+      train_ids=tuple(f'train/{i}' for i in range(num_train)))
+
+
+# ---------------------------------------------------------------------------------------------
+# image folder
+
+
+def _list_split(root: str, split: str):
+  split_dir = os.path.join(root, split)
+  if not os.path.isdir(split_dir):
+    raise DataError(f'image folder {root!r} has no {split!r} split: expected '
+                    f'{split_dir}/<class>/*.jpg')
+  classes = sorted(d for d in os.listdir(split_dir)
+                   if os.path.isdir(os.path.join(split_dir, d)) and not d.startswith('.'))
+  if not classes:
+    raise DataError(f'{split_dir} has no class sub-folders: expected {split_dir}/<class>/*.jpg')
+  files = []
+  for c in classes:
+    names = sorted(f for f in os.listdir(os.path.join(split_dir, c))
+                   if f.lower().endswith(IMAGE_SUFFIXES) and not f.startswith('.'))
+    if not names:
+      raise DataError(f'class folder {os.path.join(split_dir, c)} has no .jpg/.jpeg/.png images')
+    files.extend((os.path.join(split, c, f), c) for f in names)
+  return classes, files
+
+
+def _fingerprint(root: str, files) -> str:
+  h = hashlib.sha256(f'jaxdisp-folder-v{_CACHE_VERSION}'.encode())
+  for rel, _ in files:
+    st = os.stat(os.path.join(root, rel))
+    h.update(f'{rel}\0{st.st_size}\0{st.st_mtime_ns}\n'.encode())
+  return h.hexdigest()
+
+
+def _decode(path: str) -> np.ndarray:
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  try:
+    with Image.open(path) as im:
+      return np.asarray(im.convert('RGB'), dtype=np.uint8)
+  except Exception as e:  # pylint: disable=broad-except
+    raise DataError(f'cannot decode image {path}: {type(e).__name__}: {e}'.splitlines()[0]) from e
+
+
+def _decode_all(root: str, files) -> np.ndarray:
+  paths = [os.path.join(root, rel) for rel, _ in files]
+  with concurrent.futures.ThreadPoolExecutor(max(2, min(8, os.cpu_count() or 2))) as pool:
+    arrays = list(pool.map(_decode, paths, chunksize=256))
+  shape = arrays[0].shape
+  for path, a in zip(paths, arrays):
+    if a.shape != shape:
+      raise DataError(f'image {path} is {a.shape[1]}x{a.shape[0]}, but {paths[0]} is '
+                      f'{shape[1]}x{shape[0]}: resize the folder to one size first')
+  return np.stack(arrays)
+
+
+def cache_root(cache_dir: str = '') -> str:
+  return (cache_dir or os.environ.get('JAXDISP_CACHE_DIR')
+          or os.path.join(os.path.expanduser('~'), '.cache', 'jaxdisp'))
+
+
+def save_npz_atomic(path: str, **arrays) -> None:
+  """Writes ``path`` via a temporary file + rename, so readers never see a partial cache."""
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix='.tmp.npz')
+  try:
+    with os.fdopen(fd, 'wb') as f:
+      np.savez(f, **arrays)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def image_folder(root: str, train_split: str = 'train', test_split: str = 'test',
+                 cache_dir: str = '', name: str = '') -> Dataset:
+  """Reads ``<root>/<split>/<class>/*.{jpg,jpeg,png}``; classes are sorted folder names."""
+  if not root or not os.path.isdir(root):
+    raise DataError(f'dataset.root={root!r} is not a folder (expected <root>/{train_split}/'
+                    '<class>/*.jpg)')
+  root = os.path.abspath(root)
+  classes, train_files = _list_split(root, train_split)
+  test_classes, test_files = _list_split(root, test_split)
+  unknown = sorted(set(test_classes) - set(classes))
+  if unknown:
+    raise DataError(f'{os.path.join(root, test_split)} has classes not in {train_split}: '
+                    f'{", ".join(unknown[:5])}')
+  name = name or os.path.basename(root.rstrip(os.sep))
+  fp = _fingerprint(root, train_files + test_files)
+  path = os.path.join(cache_root(cache_dir), f'folder-{name}-{fp[:20]}.npz')
+  index = {c: i for i, c in enumerate(classes)}
+  train_labels = np.array([index[c] for _, c in train_files], np.int32)
+  test_labels = np.array([index[c] for _, c in test_files], np.int32)
+  arrays = None
+  if os.path.exists(path):
+    try:
+      with np.load(path) as z:
+        arrays = z['train_images'], z['test_images']
+    except Exception:  # pylint: disable=broad-except  (a corrupt cache is decoded again)
+      arrays = None
+  if arrays is None or arrays[0].shape[0] != len(train_files) or arrays[1].shape[0] != len(test_files):
+    arrays = _decode_all(root, train_files), _decode_all(root, test_files)
+    if arrays[0].shape[1:] != arrays[1].shape[1:]:
+      raise DataError(f'{root}: {train_split} images are {arrays[0].shape[1:]} but {test_split} '
+                      f'images are {arrays[1].shape[1:]}')
+    try:
+      save_npz_atomic(path, train_images=arrays[0], test_images=arrays[1])
+    except OSError as e:  # a read-only cache only costs time
+      import logging  # pylint: disable=g-import-not-at-top
+      logging.warning('could not write the decoded-image cache %s: %s', path, e)
+  return Dataset(name=name, train_images=arrays[0], train_labels=train_labels,
+                 test_images=arrays[1], test_labels=test_labels, class_names=tuple(classes),
+                 train_ids=tuple(rel for rel, _ in train_files))
+
+
+# ---------------------------------------------------------------------------------------------
+# TensorFlow Datasets
+
+
+def from_tfds(name: str, data_dir: str = '', train_split: str = 'train',
+              test_split: str = 'test') -> Dataset:
+  """Loads an already-prepared tfds dataset as numpy; never downloads."""
+  hint = (f'prepare it with `tfds build {name}` where there is internet and pass '
+          '--config.dataset.data_dir, or use --config.dataset.source=folder '
+          '--config.dataset.root=<dir with train/ and test/>')
+  try:
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise DataError(f'tensorflow-datasets is not installed; {hint}') from e
+  try:
+    builder = tfds.builder(name, data_dir=data_dir or None)
+  except Exception as e:  # pylint: disable=broad-except
+    raise DataError(f'unknown tfds dataset {name!r} ({type(e).__name__}); {hint}') from e
+  if not builder.is_prepared():
+    where = data_dir or getattr(builder, 'data_dir', '') or '~/tensorflow_datasets'
+    raise DataError(f'tfds dataset {name!r} is not prepared in {where} and downloads are off; {hint}')
+  features = builder.info.features
+  keys = getattr(builder.info, 'supervised_keys', None) or ('image', 'label')
+  image_key, label_key = keys[0], keys[1]
+  try:
+    class_names = tuple(features[label_key].names)
+  except Exception:  # pylint: disable=broad-except
+    raise DataError(f'tfds dataset {name!r} has no class-label feature {label_key!r}') from None
+
+  def split(s):
+    try:
+      arrays = tfds.as_numpy(builder.as_dataset(split=s, batch_size=-1))
+    except Exception as e:  # pylint: disable=broad-except
+      raise DataError(f'tfds dataset {name!r} has no readable split {s!r}: '
+                      f'{type(e).__name__}'.splitlines()[0]) from e
+    return np.asarray(arrays[image_key], np.uint8), np.asarray(arrays[label_key], np.int32)
+
+  train_images, train_labels = split(train_split)
+  test_images, test_labels = split(test_split)
+  return Dataset(name=name, train_images=train_images, train_labels=train_labels,
+                 test_images=test_images, test_labels=test_labels, class_names=class_names,
+                 train_ids=tuple(f'{train_split}/{i}' for i in range(train_images.shape[0])))
