@@ -71,8 +71,11 @@ class Checkpointer:
     """Saves if ``epoch`` (epochs completed) is on the interval and not the last epoch."""
     if epoch % self.every_epochs or epoch >= self.epochs:
       return False
+    tree = {'state': train_state}
+    if history.size:  # baselines keep no history (orbax refuses zero-size arrays)
+      tree['history'] = history
     self.train.save(self._step(round_, epoch), args=ocp.args.Composite(
-        train=ocp.args.StandardSave({'state': train_state, 'history': history}),
+        train=ocp.args.StandardSave(tree),
         meta=ocp.args.JsonSave({'round': round_, 'epoch': epoch})), force=True)
     return True
 
@@ -81,9 +84,12 @@ class Checkpointer:
     step = self.train.latest_step()
     if step is None or not (self._step(round_, 0) < step < self._step(round_ + 1, 0)):
       return None
-    out = self.train.restore(step, args=ocp.args.Composite(train=ocp.args.StandardRestore(
-        _abstract({'state': like_state, 'history': like_history}))))
-    return out['train']['state'], out['train']['history']
+    like = {'state': like_state}
+    if like_history.size:
+      like['history'] = like_history
+    out = self.train.restore(step, args=ocp.args.Composite(
+        train=ocp.args.StandardRestore(_abstract(like))))['train']
+    return out['state'], out.get('history', like_history)
 
   def wait(self) -> None:
     self.train.wait_until_finished()

@@ -12,6 +12,7 @@ included); on a finished workdir it prints the summary and exits 0. A bad input 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 from absl import app, flags, logging
@@ -82,6 +83,10 @@ def run_experiment(cfg, workdir: str):
     return state
 
   progress = reporting.Progress(workdir, cfg, cfg.al.rounds + 1)
+  # JAXDISP_FAULT_KILL_AT=<round>:<epoch> SIGKILLs this process once <epoch> epochs of <round>
+  # are done (after that epoch's checkpoint, if any): the resume tests' crash, for real.
+  fault = os.environ.get('JAXDISP_FAULT_KILL_AT', '')
+  kill_at = tuple(int(v) for v in fault.split(':')) if fault else None
 
   def on_epoch(round_, epoch, train_state, history, metrics):
     if not bool(metrics['finite']):
@@ -89,6 +94,9 @@ def run_experiment(cfg, workdir: str):
                            'the last good checkpoint is kept (lower train.learning_rate)')
     progress.on_epoch(round_, epoch, metrics)
     ckpt.maybe_save_train(round_, epoch + 1, train_state, history)
+    if kill_at == (round_, epoch + 1):  # fault injection for the resume tests
+      ckpt.wait()
+      os.kill(os.getpid(), signal.SIGKILL)
 
   def restore_train(round_, like_state, like_history):
     out = ckpt.restore_train(round_, like_state, like_history)
@@ -125,7 +133,14 @@ def main(argv):
   logging.get_absl_handler().addFilter(_QuietLibraries())
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  cfg = _CONFIG.value
+  try:
+    cfg = _CONFIG.value
+    cfg.get('seed')  # config_flags defers a load failure to the first access
+  except Exception as e:  # pylint: disable=broad-except
+    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+    print(f'error: cannot load --config: {lines[-1] if lines else type(e).__name__}',
+          file=sys.stderr)
+    sys.exit(2)
   workdir = _WORKDIR.value or default_workdir(cfg)
   try:
     run_experiment(cfg, workdir)
@@ -134,8 +149,20 @@ def main(argv):
     sys.exit(2)
 
 
+def _parse_flags(argv):
+  """absl flag parsing with one-line errors (bad --config file, unknown or ill-typed keys)."""
+  try:
+    return flags.FLAGS(argv)
+  except Exception as e:  # pylint: disable=broad-except  (flags.Error, KeyError, IOError, ...)
+    msg = ' '.join(str(e).split()) or type(e).__name__
+    if isinstance(e, (AttributeError, KeyError)):
+      msg = f'unknown config key {msg.strip(chr(34) + chr(39))!r} (see jaxdisp/config_lib.py)'
+    print(f'error: {msg}', file=sys.stderr)
+    sys.exit(2)
+
+
 def run():
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)
 
 
 if __name__ == '__main__':

@@ -1,0 +1,123 @@
+"""Data sources: synthetic determinism and difficulty, image folders and their cache, errors."""
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jaxdisp import config_lib, data
+from jaxdisp.errors import DataError
+
+
+def test_synthetic_is_deterministic_balanced_and_not_separable_by_colour():
+  a = data.synthetic(2000, 500, 10, 32, data_seed=3)
+  b = data.synthetic(2000, 500, 10, 32, data_seed=3)
+  c = data.synthetic(2000, 500, 10, 32, data_seed=4)
+  assert a.train_images.dtype == np.uint8 and a.train_images.shape == (2000, 32, 32, 3)
+  assert a.test_images.shape == (500, 32, 32, 3) and a.num_classes == 10
+  np.testing.assert_array_equal(a.train_images, b.train_images)
+  np.testing.assert_array_equal(a.test_labels, b.test_labels)
+  assert not np.array_equal(a.train_images, c.train_images)
+  assert np.bincount(a.train_labels, minlength=10).min() > 150
+  # Nearest class-mean colour is at chance: the classes differ in structure, not colour.
+  colour = lambda x: x.reshape(len(x), -1, 3).mean(1)
+  means = np.stack([colour(a.train_images)[a.train_labels == k].mean(0) for k in range(10)])
+  dist = ((colour(a.test_images)[:, None] - means[None]) ** 2).sum(-1)
+  assert (dist.argmin(1) == a.test_labels).mean() < 0.2
+
+
+def test_synthetic_rejects_bad_sizes():
+  with pytest.raises(DataError, match='2..64 classes'):
+    data.synthetic(100, 10, num_classes=1)
+  with pytest.raises(DataError, match='image sizes'):
+    data.synthetic(100, 10, image_size=4)
+
+
+def write_folder(root, sizes=None, classes=('cat', 'dog', 'emu'), per_class=(4, 2)):
+  """<root>/{train,test}/<class>/i.png with a known pixel per image; returns the expected arrays."""
+  rng = np.random.default_rng(0)
+  out = {}
+  for split, n in zip(('train', 'test'), per_class):
+    imgs, labels = [], []
+    for k, c in enumerate(classes):
+      os.makedirs(root / split / c)
+      for i in range(n):
+        img = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+        ext = 'png' if i % 2 == 0 else 'PNG'  # suffixes are case-insensitive
+        Image.fromarray(img).save(root / split / c / f'{i:03d}.{ext}')
+        imgs.append(img)
+        labels.append(k)
+    out[split] = (np.stack(imgs), np.array(labels))
+  return out
+
+
+def test_image_folder_reads_the_standard_layout_and_caches_by_fingerprint(tmp_path, monkeypatch):
+  expected = write_folder(tmp_path / 'ds')
+  cache = tmp_path / 'cache'
+  ds = data.image_folder(str(tmp_path / 'ds'), cache_dir=str(cache))
+  assert ds.class_names == ('cat', 'dog', 'emu') and ds.name == 'ds'
+  np.testing.assert_array_equal(ds.train_images, expected['train'][0])  # PNG is lossless
+  np.testing.assert_array_equal(ds.train_labels, expected['train'][1])
+  np.testing.assert_array_equal(ds.test_images, expected['test'][0])
+  assert ds.train_ids[0] == os.path.join('train', 'cat', '000.png')
+  assert len(os.listdir(cache)) == 1
+
+  # A second load reads the cache and decodes nothing.
+  def no_decode(path):
+    raise AssertionError(f'decoded {path} despite the cache')
+  monkeypatch.setattr(data, '_decode', no_decode)
+  again = data.image_folder(str(tmp_path / 'ds'), cache_dir=str(cache))
+  np.testing.assert_array_equal(again.train_images, ds.train_images)
+  monkeypatch.undo()
+
+  # Changing a file changes the fingerprint: decoded again into a second cache entry.
+  Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / 'ds' / 'train' / 'dog' / '000.png')
+  os.utime(tmp_path / 'ds' / 'train' / 'dog' / '000.png', ns=(1, 1))
+  changed = data.image_folder(str(tmp_path / 'ds'), cache_dir=str(cache))
+  assert changed.train_images[4].max() == 0 and len(os.listdir(cache)) == 2
+
+
+def test_load_dataset_folder_source_via_config(tmp_path):
+  write_folder(tmp_path / 'ds')
+  cfg = config_lib.base_config()
+  cfg.dataset.source, cfg.dataset.root = 'folder', str(tmp_path / 'ds')
+  cfg.dataset.cache_dir = str(tmp_path / 'cache')
+  ds = data.load_dataset(cfg.dataset)
+  assert (ds.num_train, ds.num_test, ds.image_shape) == (12, 6, (8, 8, 3))
+
+
+@pytest.mark.parametrize('breakage, message', [
+    ('missing_root', 'is not a folder'),
+    ('no_test_split', "no 'test' split"),
+    ('empty_class', 'has no .jpg/.jpeg/.png images'),
+    ('mixed_sizes', 'resize the folder to one size'),
+    ('corrupt', 'cannot decode image'),
+    ('extra_test_class', 'has classes not in train'),
+])
+def test_image_folder_errors_name_the_problem(breakage, message, tmp_path):
+  root = tmp_path / 'ds'
+  if breakage != 'missing_root':
+    write_folder(root)
+  if breakage == 'no_test_split':
+    os.rename(root / 'test', root / 'valid')
+  elif breakage == 'empty_class':
+    os.makedirs(root / 'train' / 'fox')
+  elif breakage == 'mixed_sizes':
+    Image.fromarray(np.zeros((9, 8, 3), np.uint8)).save(root / 'train' / 'cat' / '999.png')
+  elif breakage == 'corrupt':
+    (root / 'train' / 'dog' / 'bad.jpg').write_bytes(b'not a jpeg')
+  elif breakage == 'extra_test_class':
+    os.makedirs(root / 'test' / 'yak')
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / 'test' / 'yak' / '0.png')
+  with pytest.raises(DataError, match=message) as err:
+    data.image_folder(str(root), cache_dir=str(tmp_path / 'cache'))
+  assert '\n' not in str(err.value)
+  if breakage == 'corrupt':
+    assert 'bad.jpg' in str(err.value)
+
+
+def test_tfds_offline_error_names_the_alternatives(tmp_path):
+  with pytest.raises(DataError, match='not prepared') as err:
+    data.from_tfds('cifar10', data_dir=str(tmp_path))
+  assert 'dataset.source=folder' in str(err.value) and 'data_dir' in str(err.value)

@@ -1,0 +1,159 @@
+"""End to end: every strategy on 4 devices, determinism, SIGKILL + resume, outputs, bad inputs."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from jaxdisp import config_lib
+from jaxdisp.errors import JaxdispError
+from jaxdisp.main import run_experiment
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# The demo config shrunk to seconds: 600 synthetic 16x16 images, 6 epochs, 100 + 2 x 50 labels.
+TINY = {
+    'dataset.num_train': 600, 'dataset.num_test': 200, 'dataset.image_size': 16,
+    'model.width': 8, 'train.epochs': 6, 'train.batch_size': 32, 'train.eval_batch_size': 128,
+    'al.initial_size': 100, 'al.budget': 50, 'al.rounds': 2, 'checkpoint.every_epochs': 2,
+    'log.progress_seconds': 0.0,
+}
+
+
+def tiny_config(**overrides):
+  sys.path.insert(0, os.path.join(REPO, 'configs'))
+  try:
+    import demo  # pylint: disable=g-import-not-at-top
+  finally:
+    sys.path.pop(0)
+  cfg = demo.get_config()
+  for key, value in {**TINY, **overrides}.items():
+    node = cfg
+    *parents, leaf = key.split('.')
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return cfg
+
+
+def cli(workdir, *overrides, env=None, check=True):
+  args = [sys.executable, '-m', 'jaxdisp.main', '--config', os.path.join(REPO, 'configs/demo.py'),
+          '--workdir', str(workdir)]
+  args += [f'--config.{k}={v}' for k, v in TINY.items()] + list(overrides)
+  proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600,
+                        env={**os.environ, **(env or {})})
+  if check and proc.returncode != 0:
+    raise AssertionError(f'exit {proc.returncode}\n{proc.stderr[-3000:]}')
+  return proc
+
+
+def load_results(workdir):
+  with open(os.path.join(workdir, 'results.json')) as f:
+    return json.load(f)
+
+
+def check_outputs(workdir, cfg):
+  """results.json, selections.jsonl, TensorBoard events and the plot are all there and agree."""
+  res = load_results(workdir)
+  rounds = res['rounds']
+  assert [r['round'] for r in rounds] == list(range(cfg.al.rounds + 1))
+  labeled = cfg.al.initial_size
+  seen = set()
+  for r in rounds:
+    assert r['num_labeled'] == labeled
+    assert 0.0 <= r['test_accuracy'] <= 1.0
+    assert set(r['seconds']) == {'train', 'score', 'select'}
+    expected = cfg.al.budget if r['round'] < cfg.al.rounds else 0
+    assert len(r['selected']) == len(set(r['selected'])) == expected
+    assert not seen & set(r['selected'])
+    seen |= set(r['selected'])
+    labeled += expected
+  with open(os.path.join(workdir, 'selections.jsonl')) as f:
+    lines = [json.loads(line) for line in f]
+  assert len(lines) == cfg.al.budget * cfg.al.rounds
+  assert {l['id'] for l in lines} == seen
+  assert set(lines[0]) >= {'round', 'id', 'score', 'modal_label', 'label_changes'}
+  assert os.path.getsize(os.path.join(workdir, 'learning_curve.png')) > 1000
+  events = os.listdir(os.path.join(workdir, 'tensorboard'))
+  assert any(e.startswith('events.out.tfevents') for e in events)
+  return res
+
+
+@pytest.mark.parametrize('strategy', config_lib.STRATEGIES)
+def test_each_strategy_runs_end_to_end_on_four_devices(strategy, tmp_path):
+  assert jax.device_count() == 4
+  cfg = tiny_config(strategy=strategy, **({'model.dropout': 0.3} if strategy == 'bald' else {}))
+  state = run_experiment(cfg, str(tmp_path))
+  res = check_outputs(tmp_path, cfg)
+  assert res['rounds'][-1]['test_accuracy'] > 0.2  # chance is 0.1
+  if strategy == 'dispersion':
+    # Dispersion takes values k / T: the queried scores are the pool's highest.
+    with open(tmp_path / 'selections.jsonl') as f:
+      scores = [json.loads(l)['score'] for l in f]
+    assert all(abs(s * 6 - round(s * 6)) < 1e-5 for s in scores)
+  assert int(state.round) == cfg.al.rounds + 1
+
+
+def test_same_seed_selects_the_same_ids_and_another_seed_does_not(tmp_path):
+  runs = [load_results(tmp_path / str(i)) for i in range(3) if run_experiment(
+      tiny_config(seed=[0, 0, 1][i]), str(tmp_path / str(i))) is not None]
+  sel = [[r['selected'] for r in res['rounds']] for res in runs]
+  acc = [[r['test_accuracy'] for r in res['rounds']] for res in runs]
+  assert sel[0] == sel[1] and acc[0] == acc[1]
+  assert sel[0] != sel[2]
+
+
+def test_sigkill_mid_round_then_rerun_gives_the_uninterrupted_result(tmp_path):
+  straight, killed = tmp_path / 'straight', tmp_path / 'killed'
+  cli(straight)
+  proc = cli(killed, env={'JAXDISP_FAULT_KILL_AT': '1:4'}, check=False)
+  assert proc.returncode == -9, proc.stderr[-2000:]  # SIGKILL, mid-way through round 1
+  assert [r['round'] for r in load_results(killed)['rounds']] == [0]
+  resumed = cli(killed)
+  assert 'resuming training at epoch 4' in resumed.stderr
+  a, b = load_results(straight), load_results(killed)
+  assert a['rounds'] and len(a['rounds']) == len(b['rounds'])
+  for ra, rb in zip(a['rounds'], b['rounds']):
+    assert ra['selected'] == rb['selected']
+    assert ra['test_accuracy'] == rb['test_accuracy']
+  # Rerunning a finished workdir prints the summary and changes nothing.
+  again = cli(killed)
+  assert 'test_acc' in again.stdout and load_results(killed) == b
+
+
+@pytest.mark.parametrize('override, message', [
+    ('--config.train.epochs=0', 'train.epochs=0 must be positive'),
+    ('--config.al.budget=400', 'exceeds the 600 training samples'),
+    ('--config.strategy=bogus', "strategy='bogus' is not one of"),
+    ('--config.dataset.source=folder', 'is not a folder'),
+    ('--config.dataset.source=tfds', 'not prepared'),
+    ('--config.train.nosuchkey=1', "unknown config key 'nosuchkey'"),
+    ('--config.train.epochs=abc', 'invalid literal'),
+])
+def test_bad_input_exits_nonzero_with_one_line(override, message, tmp_path):
+  extra = [override]
+  if override == '--config.dataset.source=folder':
+    extra.append(f'--config.dataset.root={tmp_path / "missing"}')
+  if override == '--config.dataset.source=tfds':
+    extra += ['--config.dataset.name=cifar10', f'--config.dataset.data_dir={tmp_path}']
+  proc = cli(tmp_path / 'w', *extra, check=False)
+  assert proc.returncode == 2
+  lines = [l for l in proc.stderr.splitlines() if l.startswith('error:')]
+  assert len(lines) == 1 and message in lines[0], proc.stderr[-2000:]
+  assert proc.stderr.strip().endswith(lines[0])  # the last thing printed, no traceback
+  assert not os.path.exists(tmp_path / 'w' / 'results.json')
+
+
+def test_resuming_with_a_different_config_is_refused(tmp_path):
+  run_experiment(tiny_config(**{'al.rounds': 1}), str(tmp_path))
+  with pytest.raises(JaxdispError, match='different config.*train.learning_rate'):
+    run_experiment(tiny_config(**{'al.rounds': 1, 'train.learning_rate': 0.1}), str(tmp_path))
+
+
+def test_bald_without_dropout_is_refused():
+  with pytest.raises(JaxdispError, match='needs Monte-Carlo dropout'):
+    config_lib.validate(tiny_config(strategy='bald'))
