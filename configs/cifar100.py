@@ -7,4 +7,5 @@ def get_config():
   config = config_lib.base_config()
   config.dataset.source = 'tfds'
   config.dataset.name = 'cifar100'
+  config.dataset.num_classes = 100
   return config

@@ -67,9 +67,10 @@ class Checkpointer:
   def _step(self, round_: int, epoch: int) -> int:
     return round_ * (self.epochs + 1) + epoch
 
-  def maybe_save_train(self, round_: int, epoch: int, train_state, history) -> bool:
-    """Saves if ``epoch`` (epochs completed) is on the interval and not the last epoch."""
-    if epoch % self.every_epochs or epoch >= self.epochs:
+  def maybe_save_train(self, round_: int, epoch: int, train_state, history,
+                       force: bool = False) -> bool:
+    """Saves if ``epoch`` (epochs completed) is on the interval (or ``force``), not the last."""
+    if epoch >= self.epochs or (epoch % self.every_epochs and not force):
       return False
     tree = {'state': train_state}
     if history.size:  # baselines keep no history (orbax refuses zero-size arrays)

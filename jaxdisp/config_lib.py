@@ -22,6 +22,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.seed = 0
   c.strategy = 'dispersion'
   c.num_devices = 0  # 0 = all local devices; the data-parallel mesh has this many.
+  c.resume_force = False  # resume a workdir even though its saved config differs from this one
+  c.oracle = 'simulated'  # simulated (dataset labels) | files (queries/*.csv, human labels)
 
   c.dataset = ml_collections.ConfigDict()
   c.dataset.source = 'tfds'  # tfds | folder | synthetic
@@ -34,7 +36,7 @@ def base_config() -> ml_collections.ConfigDict:
   # synthetic source only
   c.dataset.num_train = 5000
   c.dataset.num_test = 1000
-  c.dataset.num_classes = 10
+  c.dataset.num_classes = 10  # synthetic: classes to generate; folder/tfds: 0 = take from the data
   c.dataset.image_size = 32
   c.dataset.data_seed = 0
 
@@ -122,6 +124,10 @@ def validate(cfg) -> None:
       raise ConfigError(msg)
 
   check(cfg.strategy in STRATEGIES, f'strategy={cfg.strategy!r} is not one of {list(STRATEGIES)}')
+  check(cfg.oracle in ('simulated', 'files'),
+        f"oracle={cfg.oracle!r} must be 'simulated' or 'files'")
+  check(cfg.dataset.num_classes >= 0,
+        f'dataset.num_classes={cfg.dataset.num_classes} must be >= 0 (0 = from the data)')
   check(cfg.dataset.source in SOURCES,
         f'dataset.source={cfg.dataset.source!r} is not one of {list(SOURCES)}')
   check(cfg.dataset.source != 'folder' or cfg.dataset.root,
@@ -164,7 +170,11 @@ def validate(cfg) -> None:
 
 
 def validate_against_data(cfg, num_train: int, num_classes: int) -> None:
-  """Checks that need the dataset's size: the label budget must fit in the training set."""
+  """Checks that need the dataset: class count, and the label budget must fit the pool."""
+  expected = cfg.dataset.num_classes
+  if expected and expected != num_classes:
+    raise ConfigError(f'dataset.num_classes={expected} but the {cfg.dataset.source} dataset '
+                      f'{cfg.dataset.name!r} has {num_classes} classes (0 = take it from the data)')
   a = cfg.al
   needed = a.initial_size + a.budget * a.rounds
   if a.initial_size >= num_train:

@@ -12,12 +12,12 @@ included); on a finished workdir it prints the summary and exits 0. A bad input 
 from __future__ import annotations
 
 import os
-import signal
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from jaxdisp import preemption
 from jaxdisp.errors import JaxdispError
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file (configs/*.py).',
@@ -28,7 +28,7 @@ flags.mark_flags_as_required(['config'])
 
 # Keys that may change between a run and its resumption (they do not change the results).
 RESUMABLE_CHANGES = ('log.', 'checkpoint.', 'dataset.cache_dir', 'num_devices',
-                     'train.eval_batch_size')
+                     'train.eval_batch_size', 'resume_force')
 
 
 def default_workdir(cfg) -> str:
@@ -59,6 +59,7 @@ def run_experiment(cfg, workdir: str):
   dataset = data.load_dataset(cfg.dataset)
   config_lib.validate_against_data(cfg, dataset.num_train, dataset.num_classes)
   os.makedirs(workdir, exist_ok=True)
+  reporting.remove_stale_temporaries(workdir)
   logging.info('dataset %s: %d train / %d test, %d classes; %d %s device(s)', dataset.name,
                dataset.num_train, dataset.num_test, dataset.num_classes, jax.device_count(),
                jax.devices()[0].platform)
@@ -67,12 +68,20 @@ def run_experiment(cfg, workdir: str):
   saved = ckpt.round_meta()
   if saved is not None:
     diff = _config_diff(saved['config'], cfg.to_dict())
-    if diff:
+    if diff and not cfg.resume_force:
       raise JaxdispError(f'workdir {workdir} holds a run with a different config ('
-                         + '; '.join(diff) + '): use another --workdir')
+                         + '; '.join(diff) + '): use another --workdir, or '
+                         '--config.resume_force=True to continue with the new values')
+    if diff:
+      logging.warning('resuming %s with a changed config (resume_force): %s', workdir,
+                      '; '.join(diff))
   exp = al_loop.Experiment.create(cfg, dataset)
   fresh = exp.initial_state()
-  restored = ckpt.latest_round(fresh)
+  try:
+    restored = ckpt.latest_round(fresh)
+  except (ValueError, TypeError) as e:  # shapes changed under resume_force (e.g. al.rounds)
+    raise JaxdispError(f'cannot resume {workdir} with this config: the saved state does not fit '
+                       f'({type(e).__name__}); use another --workdir') from None
   state = restored[0] if restored else fresh
   if restored:
     logging.info('resuming %s after round %d', workdir, int(state.round) - 1)
@@ -83,20 +92,25 @@ def run_experiment(cfg, workdir: str):
     return state
 
   progress = reporting.Progress(workdir, cfg, cfg.al.rounds + 1)
-  # JAXDISP_FAULT_KILL_AT=<round>:<epoch> SIGKILLs this process once <epoch> epochs of <round>
-  # are done (after that epoch's checkpoint, if any): the resume tests' crash, for real.
-  fault = os.environ.get('JAXDISP_FAULT_KILL_AT', '')
-  kill_at = tuple(int(v) for v in fault.split(':')) if fault else None
+  stop = preemption.StopSignal()
 
   def on_epoch(round_, epoch, train_state, history, metrics):
+    done = epoch + 1  # epochs completed in this round
     if not bool(metrics['finite']):
-      raise NumericalError(f'training loss is NaN/inf in round {round_}, epoch {epoch}; '
-                           'the last good checkpoint is kept (lower train.learning_rate)')
+      raise NumericalError(
+          f'training loss is NaN/inf in round {round_}, epoch {epoch}, step '
+          f'{int(metrics["first_bad_step"])}; the last good checkpoint is kept '
+          '(lower train.learning_rate)')
     progress.on_epoch(round_, epoch, metrics)
-    ckpt.maybe_save_train(round_, epoch + 1, train_state, history)
-    if kill_at == (round_, epoch + 1):  # fault injection for the resume tests
+    stopping = stop.signum is not None and done < cfg.train.epochs
+    if ckpt.maybe_save_train(round_, done, train_state, history, force=stopping):
+      preemption.fault_point('train_save', round_, done)
+    if preemption.fault_armed('epoch'):
       ckpt.wait()
-      os.kill(os.getpid(), signal.SIGKILL)
+      preemption.fault_point('epoch', round_, done)
+    if stopping:
+      ckpt.wait()
+      stop.check(f'in round {round_} after epoch {done}/{cfg.train.epochs}')
 
   def restore_train(round_, like_state, like_history):
     out = ckpt.restore_train(round_, like_state, like_history)
@@ -105,14 +119,18 @@ def run_experiment(cfg, workdir: str):
 
   hooks = al_loop.Hooks(on_epoch=on_epoch, restore_train=restore_train)
   try:
-    while not al_loop.is_finished(state, cfg):
-      state = al_loop.al_round(state, exp, hooks)
-      r = int(state.round) - 1
-      ckpt.save_round(state, {'config': cfg.to_dict(), 'round': r})
-      reporting.write_outputs(workdir, cfg, dataset, state)
-      progress.on_round(state, r)
-      logging.info('round %d: %d labels, test accuracy %.2f%%', r, int(state.num_labeled[r]),
-                   100 * float(state.test_accuracy[r]))
+    with stop:
+      while not al_loop.is_finished(state, cfg):
+        state = al_loop.al_round(state, exp, hooks)
+        r = int(state.round) - 1
+        ckpt.save_round(state, {'config': cfg.to_dict(), 'round': r})
+        preemption.fault_point('round', r)
+        reporting.write_outputs(workdir, cfg, dataset, state)
+        progress.on_round(state, r)
+        logging.info('round %d: %d labels, test accuracy %.2f%%', r, int(state.num_labeled[r]),
+                     100 * float(state.test_accuracy[r]))
+        if not al_loop.is_finished(state, cfg):
+          stop.check(f'after round {r}')
   finally:
     ckpt.wait()
     ckpt.close()
@@ -147,6 +165,9 @@ def main(argv):
   except JaxdispError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
+  except preemption.Preempted as e:
+    print(f'stopped: {e}', file=sys.stderr)
+    sys.exit(e.exit_code)
 
 
 def _parse_flags(argv):

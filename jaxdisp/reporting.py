@@ -16,17 +16,32 @@ import time
 import numpy as np
 from absl import logging
 
+from jaxdisp import preemption
+
+
+TMP_SUFFIX = '.jaxdisp-tmp'
+
+
+def remove_stale_temporaries(directory: str) -> None:
+  """Deletes temporaries of writes that a killed process never renamed into place."""
+  if os.path.isdir(directory):
+    for name in os.listdir(directory):
+      if name.startswith('.') and name.endswith(TMP_SUFFIX):
+        os.unlink(os.path.join(directory, name))
+
 
 def write_atomic(path: str, text: str) -> None:
   """Writes ``text`` to ``path`` via a temporary file in the same directory and a rename."""
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.' + os.path.basename(path) + '.')
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.' + os.path.basename(path) + '.',
+                             suffix=TMP_SUFFIX)
   try:
     with os.fdopen(fd, 'w') as f:
       f.write(text)
       f.flush()
       os.fsync(f.fileno())
+    preemption.fault_point('results_write')
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
@@ -81,8 +96,8 @@ def plot_learning_curve(path: str, state, title: str) -> None:
   ax.set_title(title, fontsize=9)
   ax.grid(alpha=0.3)
   fig.tight_layout()
-  tmp = path + '.tmp.png'
-  fig.savefig(tmp)
+  tmp = os.path.join(os.path.dirname(path), '.' + os.path.basename(path) + TMP_SUFFIX)
+  fig.savefig(tmp, format='png')
   plt.close(fig)
   os.replace(tmp, path)
 

@@ -251,7 +251,8 @@ class Trainer:
     mask = s * b + jnp.arange(b) < num_labeled
     idx, mask = parallel.constrain(idx, self.mesh), parallel.constrain(mask, self.mesh)
     state, metrics = self._train_step(state, data, idx, mask, jax.random.fold_in(k_steps, s))
-    return state, jax.tree.map(jnp.add, sums, metrics)
+    first_bad = jnp.where((sums[3] < 0) & ~jnp.isfinite(metrics[0]), s, sums[3])
+    return state, (*jax.tree.map(jnp.add, sums[:3], metrics), first_bad)
 
   def _epoch_end(self, state: TrainState, history: Array, sums, data: DeviceData, pool: Array,
                  num_pool: Array, k_pool: Array, lr: Array, num_steps: Array):
@@ -261,9 +262,10 @@ class Trainer:
       history = jax.lax.cond(
           recorded, lambda h: self._record(state, data, h, pool, num_pool, k_pool),
           lambda h: h, history)
-    loss_sum, correct, count = sums
+    loss_sum, correct, count, first_bad = sums
     metrics = {'loss': loss_sum / count, 'train_accuracy': correct / count, 'steps': num_steps,
-               'learning_rate': lr, 'finite': jnp.isfinite(loss_sum)}
+               'learning_rate': lr, 'finite': jnp.isfinite(loss_sum),
+               'first_bad_step': first_bad}
     return state.replace(epoch=state.epoch + 1), history, metrics
 
   def _train_epoch(self, state: TrainState, history: Array, data: DeviceData, labeled: Array,
@@ -350,7 +352,8 @@ class Trainer:
 
 
 def _zero_sums():
-  return (jnp.float32(0), jnp.float32(0), jnp.float32(0))  # loss * n, correct, n
+  # sum of loss * n, correct, n; the first step with a NaN/inf loss (-1 = none)
+  return (jnp.float32(0), jnp.float32(0), jnp.float32(0), jnp.int32(-1))
 
 
 def step_loop(cfg, mesh: Mesh) -> str:

@@ -107,24 +107,6 @@ def test_same_seed_selects_the_same_ids_and_another_seed_does_not(tmp_path):
   assert sel[0] != sel[2]
 
 
-def test_sigkill_mid_round_then_rerun_gives_the_uninterrupted_result(tmp_path):
-  straight, killed = tmp_path / 'straight', tmp_path / 'killed'
-  cli(straight)
-  proc = cli(killed, env={'JAXDISP_FAULT_KILL_AT': '1:4'}, check=False)
-  assert proc.returncode == -9, proc.stderr[-2000:]  # SIGKILL, mid-way through round 1
-  assert [r['round'] for r in load_results(killed)['rounds']] == [0]
-  resumed = cli(killed)
-  assert 'resuming training at epoch 4' in resumed.stderr
-  a, b = load_results(straight), load_results(killed)
-  assert a['rounds'] and len(a['rounds']) == len(b['rounds'])
-  for ra, rb in zip(a['rounds'], b['rounds']):
-    assert ra['selected'] == rb['selected']
-    assert ra['test_accuracy'] == rb['test_accuracy']
-  # Rerunning a finished workdir prints the summary and changes nothing.
-  again = cli(killed)
-  assert 'test_acc' in again.stdout and load_results(killed) == b
-
-
 @pytest.mark.parametrize('override, message', [
     ('--config.train.epochs=0', 'train.epochs=0 must be positive'),
     ('--config.al.budget=400', 'exceeds the 600 training samples'),
