@@ -92,6 +92,11 @@ class Experiment:
                train.labeled_capacity(final, cfg.train.batch_size),
                trainer.pool_capacity(pool))
 
+  def with_train_labels(self, labels: np.ndarray) -> 'Experiment':
+    """The same experiment training on ``labels`` (e.g. the oracle's answers) instead."""
+    on_device = parallel.put_replicated(np.asarray(labels, np.int32), self.mesh)
+    return dataclasses.replace(self, data=self.data.replace(train_labels=on_device))
+
   def initial_state(self) -> ALState:
     a = self.cfg.al
     return initial_state(self.cfg.seed, self.dataset.num_train, a.initial_size, a.rounds)

@@ -121,6 +121,11 @@ def run_experiment(cfg, workdir: str):
   try:
     with stop:
       while not al_loop.is_finished(state, cfg):
+        if cfg.oracle == 'files' and int(state.round) > 0:
+          exp, waiting = _apply_oracle_labels(workdir, exp, state)
+          if waiting:
+            print(waiting)
+            return state
         state = al_loop.al_round(state, exp, hooks)
         r = int(state.round) - 1
         ckpt.save_round(state, {'config': cfg.to_dict(), 'round': r})
@@ -145,6 +150,18 @@ class _QuietLibraries:
 
   def filter(self, record) -> bool:
     return record.levelno >= 30 or not any(n in record.pathname for n in self.NOISY)
+
+
+def _apply_oracle_labels(workdir, exp, state):
+  """Files oracle: (experiment training on the ledger's labels, '') or (exp, how-to message)."""
+  from jaxdisp import oracle, reporting
+  last = int(state.round) - 1
+  oracle.write_queries(workdir, last, [s for s in reporting.selections(exp.dataset, state)
+                                       if s['round'] == last])
+  missing = oracle.missing_labels(workdir, state.labeled_round)
+  if len(missing):
+    return exp, oracle.how_to_continue(workdir, last, len(missing))
+  return exp.with_train_labels(oracle.training_labels(workdir, exp.dataset.train_labels)), ''
 
 
 def main(argv):
