@@ -147,11 +147,16 @@ def check_finite(scores: Array, num_valid: int, what: str) -> None:
                          '(the model diverged: lower train.learning_rate)')
 
 
+def score_key(key: Array) -> Array:
+  """The key of the scoring pass (MC dropout) derived from a round's acquisition key."""
+  return jax.random.split(key)[0]
+
+
 def acquire(cfg, trainer, train_state, data, history, pool, num_pool, labeled, num_labeled,
             key, num_classes: int) -> Selection:
   """Scores the pool with ``cfg.strategy`` and selects ``cfg.al.budget`` positions."""
   budget = min(cfg.al.budget, int(num_pool))
-  k_score, k_tie = jax.random.split(key)
+  k_score, k_tie = score_key(key), jax.random.split(key)[1]
   if cfg.strategy == 'coreset':
     outs = dict(outputs=('features',))
     pool_f = trainer.pool_outputs(train_state, data, pool, num_pool, k_score, **outs)['features']
@@ -166,3 +171,30 @@ def acquire(cfg, trainer, train_state, data, history, pool, num_pool, labeled, n
   tie = tie_break_key(cfg, trainer, train_state, data, pool, num_pool, k_tie)
   positions = select_top(scores, tie, num_pool, budget)
   return Selection(np.asarray(positions), np.asarray(scores[positions], np.float32))
+
+
+def pool_diagnostics(cfg, trainer, train_state, data, history, pool, num_pool, key,
+                     num_classes: int) -> dict:
+  """Per-pool-sample dispersion, margin, entropy (and BALD) of a round's model, for reports.
+
+  ``correct`` compares the final model's prediction with the dataset's label. One extra pool
+  forward pass; arrays are trimmed to the ``num_pool`` real samples and returned on the host.
+  Pass the acquisition's :func:`score_key` so BALD's dropout samples are the ones it selected on.
+  """
+  outputs = ('probs', 'bald') if cfg.model.dropout > 0 else ('probs',)
+  out = trainer.pool_outputs(train_state, data, pool, num_pool, key, outputs=outputs)
+  n = int(num_pool)
+  probs = out['probs'][:n]
+  top2 = jax.lax.top_k(probs, 2)[0]
+  labels = data.train_labels[pool[:n]]
+  diag = {'margin': top2[:, 0] - top2[:, 1], 'entropy': entropy(probs),
+          'correct': jnp.argmax(probs, -1) == labels}
+  if history.shape[0]:
+    d = cfg.dispersion
+    diag['dispersion'] = disp.label_dispersion(history, num_classes, mode_last_k=d.mode_last_k,
+                                               denominator=d.denominator)[:n]
+  else:
+    diag['dispersion'] = jnp.full((n,), jnp.nan, jnp.float32)
+  if 'bald' in out:
+    diag['bald'] = out['bald'][:n]
+  return {k: np.asarray(v) for k, v in diag.items()}

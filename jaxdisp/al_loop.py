@@ -107,6 +107,7 @@ class Hooks:
   """Side effects a round may perform; all optional. ``al_round`` stays a pure state update."""
   on_epoch: Callable | None = None  # (round, epoch, train_state, history, metrics) -> None
   restore_train: Callable | None = None  # (round, like_state, like_history) -> (state, hist)|None
+  on_diagnostics: Callable | None = None  # (round, {'ids', 'dispersion', 'margin', ...}) -> None
 
 
 def pool_ids_for_round(state: ALState, exp: Experiment, key) -> np.ndarray:
@@ -168,6 +169,12 @@ def al_round(state: ALState, exp: Experiment, hooks: Hooks = Hooks()) -> ALState
     new.update(_record_selection(state, exp, history, pool_ids, selection, r))
     seconds[r, 1] = t2 - t1
     seconds[r, 2] = time.perf_counter() - t2
+    if hooks.on_diagnostics:
+      diag = acquisition.pool_diagnostics(cfg, exp.trainer, train_state, exp.data, history, pool,
+                                          num_pool, acquisition.score_key(
+                                              jax.random.fold_in(key, _ACQUIRE)),
+                                          exp.dataset.num_classes)
+      hooks.on_diagnostics(r, {'ids': pool_ids.astype(np.int64), **diag})
   return state.replace(num_labeled=num_labeled, test_accuracy=test_accuracy, seconds=seconds,
                        **new)
 

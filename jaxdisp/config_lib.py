@@ -85,6 +85,9 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.log = ml_collections.ConfigDict()
   c.log.progress_seconds = 30.0  # progress line interval
+  # diagnostics/round_<r>.npz: each pool sample's dispersion, margin, entropy (BALD with
+  # dropout) and whether the round's model got it right -- for jaxdisp.report (1 pool pass)
+  c.log.pool_diagnostics = True
   return c
 
 

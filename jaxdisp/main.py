@@ -117,7 +117,12 @@ def run_experiment(cfg, workdir: str):
     progress.start_round(round_, 0 if out is None else int(out[0].epoch))
     return out
 
-  hooks = al_loop.Hooks(on_epoch=on_epoch, restore_train=restore_train)
+  def on_diagnostics(round_, arrays):
+    path = os.path.join(workdir, 'diagnostics', f'round_{round_}.npz')
+    data.save_npz_atomic(path, **arrays)
+
+  hooks = al_loop.Hooks(on_epoch=on_epoch, restore_train=restore_train,
+                        on_diagnostics=on_diagnostics if cfg.log.pool_diagnostics else None)
   try:
     with stop:
       while not al_loop.is_finished(state, cfg):

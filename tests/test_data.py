@@ -121,3 +121,14 @@ def test_tfds_offline_error_names_the_alternatives(tmp_path):
   with pytest.raises(DataError, match='not prepared') as err:
     data.from_tfds('cifar10', data_dir=str(tmp_path))
   assert 'dataset.source=folder' in str(err.value) and 'data_dir' in str(err.value)
+
+
+def test_class_count_mismatch_between_config_and_data_is_refused(tmp_path):
+  write_folder(tmp_path / 'ds')
+  cfg = config_lib.base_config()
+  cfg.dataset.source, cfg.dataset.root = 'folder', str(tmp_path / 'ds')
+  cfg.al.initial_size, cfg.al.budget, cfg.al.rounds = 4, 2, 1
+  with pytest.raises(config_lib.ConfigError, match='num_classes=10 but the folder dataset'):
+    config_lib.validate_against_data(cfg, 12, 3)
+  cfg.dataset.num_classes = 0  # = take it from the data
+  config_lib.validate_against_data(cfg, 12, 3)

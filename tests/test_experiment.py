@@ -90,6 +90,21 @@ def test_each_strategy_runs_end_to_end_on_four_devices(strategy, tmp_path):
   state = run_experiment(cfg, str(tmp_path))
   res = check_outputs(tmp_path, cfg)
   assert res['rounds'][-1]['test_accuracy'] > 0.2  # chance is 0.1
+  diag = np.load(tmp_path / 'diagnostics' / 'round_0.npz')
+  assert len(diag['ids']) == 500 and set(diag) >= {'dispersion', 'margin', 'entropy', 'correct'}
+  assert ('bald' in diag) == (strategy == 'bald')
+  assert np.isnan(diag['dispersion']).all() == (strategy != 'dispersion')
+  with open(tmp_path / 'selections.jsonl') as f:
+    first = [json.loads(l) for l in f if json.loads(l)['round'] == 0]
+  column = {'dispersion': 'dispersion', 'entropy': 'entropy', 'bald': 'bald'}.get(strategy)
+  if column or strategy == 'margin':
+    by_id = dict(zip(diag['ids'].tolist(), diag[column or 'margin'].tolist()))
+    sign = -1.0 if strategy == 'margin' else 1.0  # margin queries the smallest margins
+    np.testing.assert_allclose([sign * by_id[s['id']] for s in first],
+                               [s['score'] for s in first], rtol=1e-5, atol=1e-6)
+    threshold = min(sign * by_id[s['id']] for s in first)  # nothing unqueried scores higher
+    assert max(sign * v for i, v in by_id.items() if i not in {s['id'] for s in first}) \
+        <= threshold + 1e-6
   if strategy == 'dispersion':
     # Dispersion takes values k / T: the queried scores are the pool's highest.
     with open(tmp_path / 'selections.jsonl') as f:
@@ -110,6 +125,9 @@ def test_same_seed_selects_the_same_ids_and_another_seed_does_not(tmp_path):
 @pytest.mark.parametrize('override, message', [
     ('--config.train.epochs=0', 'train.epochs=0 must be positive'),
     ('--config.al.budget=400', 'exceeds the 600 training samples'),
+    ('--config.al.initial_size=600', 'leaves no unlabeled pool'),
+    ('--config.dataset.num_classes=1', '2..64 classes'),
+    ('--config.model.name=vgg', "model.name='vgg' is not one of"),
     ('--config.strategy=bogus', "strategy='bogus' is not one of"),
     ('--config.dataset.source=folder', 'is not a folder'),
     ('--config.dataset.source=tfds', 'not prepared'),
@@ -139,3 +157,11 @@ def test_resuming_with_a_different_config_is_refused(tmp_path):
 def test_bald_without_dropout_is_refused():
   with pytest.raises(JaxdispError, match='needs Monte-Carlo dropout'):
     config_lib.validate(tiny_config(strategy='bald'))
+
+
+def test_diverging_training_stops_naming_epoch_and_step_and_keeps_the_checkpoint(tmp_path):
+  from jaxdisp.acquisition import NumericalError  # pylint: disable=g-import-not-at-top
+  cfg = tiny_config(**{'train.learning_rate': 1e30, 'train.lr_milestones': (1.0,)})
+  with pytest.raises(NumericalError, match=r'NaN/inf in round 0, epoch \d+, step \d+'):
+    run_experiment(cfg, str(tmp_path))
+  assert not os.path.exists(tmp_path / 'results.json')  # no round was recorded on bad numbers
