@@ -141,7 +141,7 @@ def tie_break_key(cfg, trainer, train_state, data, pool, num_pool, key) -> Array
 
 
 def check_finite(scores: Array, num_valid: int, what: str) -> None:
-  bad = int(jnp.sum(~jnp.isfinite(scores[:num_valid])))
+  bad = int(np.sum(~np.isfinite(np.asarray(scores)[:num_valid])))
   if bad:
     raise NumericalError(f'{bad} of {num_valid} {what} scores are NaN/inf; refusing to select '
                          '(the model diverged: lower train.learning_rate)')
@@ -169,8 +169,8 @@ def acquire(cfg, trainer, train_state, data, history, pool, num_pool, labeled, n
                        num_classes)
   check_finite(scores, int(num_pool), cfg.strategy)
   tie = tie_break_key(cfg, trainer, train_state, data, pool, num_pool, k_tie)
-  positions = select_top(scores, tie, num_pool, budget)
-  return Selection(np.asarray(positions), np.asarray(scores[positions], np.float32))
+  positions = np.asarray(select_top(scores, tie, num_pool, budget))
+  return Selection(positions, np.asarray(scores)[positions].astype(np.float32))
 
 
 def pool_diagnostics(cfg, trainer, train_state, data, history, pool, num_pool, key,
@@ -184,17 +184,20 @@ def pool_diagnostics(cfg, trainer, train_state, data, history, pool, num_pool, k
   outputs = ('probs', 'bald') if cfg.model.dropout > 0 else ('probs',)
   out = trainer.pool_outputs(train_state, data, pool, num_pool, key, outputs=outputs)
   n = int(num_pool)
-  probs = out['probs'][:n]
-  top2 = jax.lax.top_k(probs, 2)[0]
-  labels = data.train_labels[pool[:n]]
-  diag = {'margin': top2[:, 0] - top2[:, 1], 'entropy': entropy(probs),
-          'correct': jnp.argmax(probs, -1) == labels}
+  # Post-processing on the host: small, and no further sharded programs in flight.
+  probs = np.asarray(out['probs'])[:n].astype(np.float64)
+  top2 = -np.sort(-probs, axis=-1)[:, :2]
+  labels = np.asarray(data.train_labels)[np.asarray(pool)[:n]]
+  plogp = np.where(probs > 0, probs * np.log(np.where(probs > 0, probs, 1.0)), 0.0)
+  diag = {'margin': (top2[:, 0] - top2[:, 1]).astype(np.float32),
+          'entropy': (-plogp.sum(-1)).astype(np.float32),
+          'correct': probs.argmax(-1) == labels}
   if history.shape[0]:
     d = cfg.dispersion
-    diag['dispersion'] = disp.label_dispersion(history, num_classes, mode_last_k=d.mode_last_k,
-                                               denominator=d.denominator)[:n]
+    diag['dispersion'] = np.asarray(disp.label_dispersion(
+        history, num_classes, mode_last_k=d.mode_last_k, denominator=d.denominator))[:n]
   else:
-    diag['dispersion'] = jnp.full((n,), jnp.nan, jnp.float32)
+    diag['dispersion'] = np.full((n,), np.nan, np.float32)
   if 'bald' in out:
-    diag['bald'] = out['bald'][:n]
-  return {k: np.asarray(v) for k, v in diag.items()}
+    diag['bald'] = np.asarray(out['bald'])[:n]
+  return diag

@@ -13,6 +13,7 @@ killed mid-write leaves only an ignored temporary directory; ``latest_step`` nev
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
@@ -75,6 +76,9 @@ class Checkpointer:
     tree = {'state': train_state}
     if history.size:  # baselines keep no history (orbax refuses zero-size arrays)
       tree['history'] = history
+    # Orbax copies device arrays to the host in the background, while the next epoch donates
+    # (overwrites in place) the state and the history: hand it private device copies.
+    tree = jax.tree.map(lambda x: jnp.copy(x) if isinstance(x, jax.Array) else x, tree)
     self.train.save(self._step(round_, epoch), args=ocp.args.Composite(
         train=ocp.args.StandardSave(tree),
         meta=ocp.args.JsonSave({'round': round_, 'epoch': epoch})), force=True)

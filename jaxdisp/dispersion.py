@@ -15,10 +15,13 @@ authors' code (Javadzb/Class-Balanced-AL, ``query_strategies/dispersion.py``), b
 * ``denominator='T+1'``: divide by ``T_x + 1`` (their ``n_epoch + 1``), so a sample that never
   changes scores ``1/(T+1)`` instead of 0.
 
-A sample with no recorded epoch gets dispersion 0.
+A sample with no recorded epoch gets dispersion 0. The functions are jitted (one fused program:
+the ``[T, N, C]`` comparison inside :func:`class_counts` is never materialised).
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +35,7 @@ def class_counts(history: Array, num_classes: int) -> Array:
   return jnp.sum(history[:, :, None] == classes, axis=0, dtype=jnp.int32)
 
 
+@functools.partial(jax.jit, static_argnames=('num_classes', 'mode_last_k', 'denominator'))
 def label_dispersion(history: Array, num_classes: int, *, mode_last_k: int = 0,
                      denominator: str = 'T') -> Array:
   """Dispersion ``1 - f_x / T_x`` of every column of ``history``; float32 ``[N]``."""
@@ -60,12 +64,14 @@ def last_recorded_rows(history: Array, k: int) -> Array:
   return jnp.where(recorded & (from_end < k), history, jnp.array(-1, history.dtype))
 
 
+@functools.partial(jax.jit, static_argnames=('num_classes',))
 def modal_label(history: Array, num_classes: int) -> Array:
   """The most frequent recorded label of each sample (ties: smallest class id); -1 if none."""
   counts = class_counts(history, num_classes)
   return jnp.where(counts.max(-1) > 0, jnp.argmax(counts, -1), -1).astype(jnp.int32)
 
 
+@jax.jit
 def label_changes(history: Array) -> Array:
   """How often the predicted label changed between consecutive recorded epochs; int32 ``[N]``."""
   def step(carry, row):

@@ -1,0 +1,31 @@
+"""CIFAR-10 at CPU scale: the paper's loop, shrunk so one experiment takes minutes on 2 cores.
+
+Real CIFAR-10 images from the JPEG folder (../shared/datasets/cifar10-jpg); a small CNN (width 32)
+instead of ResNet18; 12 epochs instead of 100 (the step schedule keeps its 60%/80% milestones);
+1,000 initial labels + 4 rounds x 500; each round scores a keyed random 5,000-image subset of the
+unlabeled pool after every epoch (T = 12). Everything else is the paper's protocol.
+
+  python -m jaxdisp.sweep --config configs/cifar10_cpu.py \
+      --strategies dispersion,random,entropy --seeds 0,1,2 --workdir runs/cifar10_cpu
+"""
+
+from jaxdisp import config_lib
+
+
+def get_config():
+  config = config_lib.base_config()
+  config.dataset.source = 'folder'
+  config.dataset.name = 'cifar10'
+  config.dataset.root = '../shared/datasets/cifar10-jpg'
+  config.model.name = 'small_cnn'
+  config.model.width = 32
+  config.train.epochs = 12
+  config.train.batch_size = 128
+  config.train.learning_rate = 0.05
+  config.train.eval_batch_size = 1000
+  config.al.initial_size = 1000
+  config.al.budget = 500
+  config.al.rounds = 4
+  config.al.pool_subset = 5000
+  config.log.progress_seconds = 60.0
+  return config
