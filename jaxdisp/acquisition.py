@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdisp import dispersion as disp
+from jaxdisp import dispersion as disp, parallel
 from jaxdisp.errors import JaxdispError
 
 Array = jax.Array
@@ -141,7 +141,7 @@ def tie_break_key(cfg, trainer, train_state, data, pool, num_pool, key) -> Array
 
 
 def check_finite(scores: Array, num_valid: int, what: str) -> None:
-  bad = int(np.sum(~np.isfinite(np.asarray(scores)[:num_valid])))
+  bad = int(np.sum(~np.isfinite(parallel.to_host(scores)[:num_valid])))
   if bad:
     raise NumericalError(f'{bad} of {num_valid} {what} scores are NaN/inf; refusing to select '
                          '(the model diverged: lower train.learning_rate)')
@@ -164,13 +164,13 @@ def acquire(cfg, trainer, train_state, data, history, pool, num_pool, labeled, n
                                  **outs)['features']
     check_finite(pool_f.sum(-1), int(num_pool), 'coreset feature')
     positions, scores = kcenter_greedy(pool_f, num_pool, lab_f, num_labeled, budget)
-    return Selection(np.asarray(positions), np.asarray(scores, np.float32))
+    return Selection(parallel.to_host(positions), parallel.to_host(scores).astype(np.float32))
   scores = pool_scores(cfg, trainer, train_state, data, history, pool, num_pool, k_score,
                        num_classes)
   check_finite(scores, int(num_pool), cfg.strategy)
   tie = tie_break_key(cfg, trainer, train_state, data, pool, num_pool, k_tie)
-  positions = np.asarray(select_top(scores, tie, num_pool, budget))
-  return Selection(positions, np.asarray(scores)[positions].astype(np.float32))
+  positions = parallel.to_host(select_top(scores, tie, num_pool, budget))
+  return Selection(positions, parallel.to_host(scores)[positions].astype(np.float32))
 
 
 def pool_diagnostics(cfg, trainer, train_state, data, history, pool, num_pool, key,
@@ -185,19 +185,19 @@ def pool_diagnostics(cfg, trainer, train_state, data, history, pool, num_pool, k
   out = trainer.pool_outputs(train_state, data, pool, num_pool, key, outputs=outputs)
   n = int(num_pool)
   # Post-processing on the host: small, and no further sharded programs in flight.
-  probs = np.asarray(out['probs'])[:n].astype(np.float64)
+  probs = parallel.to_host(out['probs'])[:n].astype(np.float64)
   top2 = -np.sort(-probs, axis=-1)[:, :2]
-  labels = np.asarray(data.train_labels)[np.asarray(pool)[:n]]
+  labels = parallel.to_host(data.train_labels)[parallel.to_host(pool)[:n]]
   plogp = np.where(probs > 0, probs * np.log(np.where(probs > 0, probs, 1.0)), 0.0)
   diag = {'margin': (top2[:, 0] - top2[:, 1]).astype(np.float32),
           'entropy': (-plogp.sum(-1)).astype(np.float32),
           'correct': probs.argmax(-1) == labels}
   if history.shape[0]:
     d = cfg.dispersion
-    diag['dispersion'] = np.asarray(disp.label_dispersion(
+    diag['dispersion'] = parallel.to_host(disp.label_dispersion(
         history, num_classes, mode_last_k=d.mode_last_k, denominator=d.denominator))[:n]
   else:
     diag['dispersion'] = np.full((n,), np.nan, np.float32)
   if 'bald' in out:
-    diag['bald'] = np.asarray(out['bald'])[:n]
+    diag['bald'] = parallel.to_host(out['bald'])[:n]
   return diag

@@ -190,7 +190,7 @@ def _record_selection(state: ALState, exp: Experiment, history, pool_ids, select
                            state.label_changes.copy())
   score[ids] = selection.scores
   if history.shape[0]:
-    cols = np.asarray(history)[:, selection.positions]
+    cols = parallel.to_host(history)[:, selection.positions]
     modal[ids] = np.asarray(disp.modal_label(cols, exp.dataset.num_classes))
     changes[ids] = np.asarray(disp.label_changes(cols))
   return dict(labeled_round=labeled_round, score=score, modal_label=modal,

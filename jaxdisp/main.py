@@ -24,6 +24,11 @@ _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config fil
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output/checkpoint directory '
                                '(default: workdirs/<dataset>-<strategy>-seed<seed>).')
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator_address', None, 'host:port of process 0, for a run of several processes '
+    '(auto-detected on multi-host Cloud TPU); every process runs the same command.')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Number of processes.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process (0 .. num_processes - 1).')
 flags.mark_flags_as_required(['config'])
 
 # Keys that may change between a run and its resumption (they do not change the results).
@@ -59,7 +64,9 @@ def run_experiment(cfg, workdir: str):
   dataset = data.load_dataset(cfg.dataset)
   config_lib.validate_against_data(cfg, dataset.num_train, dataset.num_classes)
   os.makedirs(workdir, exist_ok=True)
-  reporting.remove_stale_temporaries(workdir)
+  primary = jax.process_index() == 0  # the one process that writes outputs (all checkpoint)
+  if primary:
+    reporting.remove_stale_temporaries(workdir)
   logging.info('dataset %s: %d train / %d test, %d classes; %d %s device(s)', dataset.name,
                dataset.num_train, dataset.num_test, dataset.num_classes, jax.device_count(),
                jax.devices()[0].platform)
@@ -85,13 +92,14 @@ def run_experiment(cfg, workdir: str):
   state = restored[0] if restored else fresh
   if restored:
     logging.info('resuming %s after round %d', workdir, int(state.round) - 1)
-    reporting.write_outputs(workdir, cfg, dataset, state)
+    if primary:
+      reporting.write_outputs(workdir, cfg, dataset, state)
   if al_loop.is_finished(state, cfg):
     print(reporting.summary(state))
     ckpt.close()
     return state
 
-  progress = reporting.Progress(workdir, cfg, cfg.al.rounds + 1)
+  progress = reporting.Progress(workdir, cfg, cfg.al.rounds + 1, write=primary)
   stop = preemption.StopSignal()
 
   def on_epoch(round_, epoch, train_state, history, metrics):
@@ -118,6 +126,8 @@ def run_experiment(cfg, workdir: str):
     return out
 
   def on_diagnostics(round_, arrays):
+    if not primary:
+      return
     path = os.path.join(workdir, 'diagnostics', f'round_{round_}.npz')
     data.save_npz_atomic(path, **arrays)
 
@@ -127,7 +137,7 @@ def run_experiment(cfg, workdir: str):
     with stop:
       while not al_loop.is_finished(state, cfg):
         if cfg.oracle == 'files' and int(state.round) > 0:
-          exp, waiting = _apply_oracle_labels(workdir, exp, state)
+          exp, waiting = _apply_oracle_labels(workdir, exp, state, primary)
           if waiting:
             print(waiting)
             return state
@@ -135,7 +145,8 @@ def run_experiment(cfg, workdir: str):
         r = int(state.round) - 1
         ckpt.save_round(state, {'config': cfg.to_dict(), 'round': r})
         preemption.fault_point('round', r)
-        reporting.write_outputs(workdir, cfg, dataset, state)
+        if primary:
+          reporting.write_outputs(workdir, cfg, dataset, state)
         progress.on_round(state, r)
         logging.info('round %d: %d labels, test accuracy %.2f%%', r, int(state.num_labeled[r]),
                      100 * float(state.test_accuracy[r]))
@@ -157,16 +168,37 @@ class _QuietLibraries:
     return record.levelno >= 30 or not any(n in record.pathname for n in self.NOISY)
 
 
-def _apply_oracle_labels(workdir, exp, state):
+def _apply_oracle_labels(workdir, exp, state, primary=True):
   """Files oracle: (experiment training on the ledger's labels, '') or (exp, how-to message)."""
   from jaxdisp import oracle, reporting
   last = int(state.round) - 1
-  oracle.write_queries(workdir, last, [s for s in reporting.selections(exp.dataset, state)
-                                       if s['round'] == last])
+  if primary:
+    oracle.write_queries(workdir, last, [s for s in reporting.selections(exp.dataset, state)
+                                         if s['round'] == last])
   missing = oracle.missing_labels(workdir, state.labeled_round)
   if len(missing):
     return exp, oracle.how_to_continue(workdir, last, len(missing))
   return exp.with_train_labels(oracle.training_labels(workdir, exp.dataset.train_labels)), ''
+
+
+def initialize_distributed(coordinator_address=None, num_processes=None, process_id=None):
+  """Joins a multi-process run (JAX's multi-controller runtime) when there is one.
+
+  Explicit flags on any platform (CPU processes use gloo collectives); on a multi-host Cloud TPU
+  slice, ``jax.distributed.initialize()`` finds its peers by itself.
+  """
+  import jax
+  given = [v is not None for v in (coordinator_address, num_processes, process_id)]
+  if any(given) and not all(given):
+    raise JaxdispError('--coordinator_address, --num_processes and --process_id go together')
+  if all(given):
+    if num_processes < 1 or not 0 <= process_id < num_processes:
+      raise JaxdispError(f'--process_id={process_id} must be in [0, --num_processes='
+                         f'{num_processes})')
+    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+    jax.distributed.initialize(coordinator_address, num_processes, process_id)
+  elif ',' in os.environ.get('TPU_WORKER_HOSTNAMES', ''):
+    jax.distributed.initialize()
 
 
 def main(argv):
@@ -183,6 +215,7 @@ def main(argv):
     sys.exit(2)
   workdir = _WORKDIR.value or default_workdir(cfg)
   try:
+    initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     run_experiment(cfg, workdir)
   except JaxdispError as e:
     print(f'error: {e}', file=sys.stderr)

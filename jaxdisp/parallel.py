@@ -42,12 +42,26 @@ def sharded(mesh: Mesh, ndim: int = 1, axis: int = 0) -> NamedSharding:
   return NamedSharding(mesh, P(*spec))
 
 
+def _global_array(x, sharding: NamedSharding) -> jax.Array:
+  """A global array from a host value every process holds in full (works multi-process)."""
+  x = np.asarray(x)
+  return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+
 def put_replicated(tree, mesh: Mesh):
-  return jax.device_put(tree, replicated(mesh))
+  return jax.tree.map(lambda x: _global_array(x, replicated(mesh)), tree)
 
 
 def put_sharded(x: np.ndarray, mesh: Mesh, axis: int = 0) -> jax.Array:
-  return jax.device_put(x, sharded(mesh, x.ndim, axis))
+  return _global_array(x, sharded(mesh, np.ndim(x), axis))
+
+
+def to_host(x) -> np.ndarray:
+  """A global array as numpy on every process (an all-gather when other hosts hold parts)."""
+  if isinstance(x, jax.Array) and not x.is_fully_addressable and not x.is_fully_replicated:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return np.asarray(x)
 
 
 def constrain(x: jax.Array, mesh: Mesh) -> jax.Array:

@@ -166,11 +166,12 @@ class Trainer:
       raise ValueError(f'{len(ids)} ids do not fit a buffer of {capacity}')
     buf = np.zeros(capacity, np.int32)
     buf[:len(ids)] = ids
-    return parallel.put_sharded(buf, self.mesh), jnp.int32(len(ids))
+    return parallel.put_sharded(buf, self.mesh), np.int32(len(ids))
 
   def empty_history(self, pool_capacity: int) -> Array:
-    h = jnp.full((self.recording.num_rows, pool_capacity), -1, history_dtype(self.num_classes))
-    return jax.device_put(h, parallel.sharded(self.mesh, 2, axis=1))
+    shape, dtype = (self.recording.num_rows, pool_capacity), history_dtype(self.num_classes)
+    return jax.jit(lambda: jnp.full(shape, -1, dtype),
+                   out_shardings=parallel.sharded(self.mesh, 2, axis=1))()
 
   # ---- jitted bodies --------------------------------------------------------------------------
 

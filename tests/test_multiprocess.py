@@ -1,0 +1,38 @@
+"""Two processes x 2 CPU devices (jax.distributed, gloo) select exactly what 1 process x 4 does."""
+
+import os
+import socket
+import subprocess
+import sys
+
+from jaxdisp.main import run_experiment
+from test_experiment import REPO, TINY, load_results, tiny_config
+
+
+def free_port():
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_select_the_same_ids_as_one(tmp_path):
+  run_experiment(tiny_config(), str(tmp_path / 'one'))  # this process: 4 simulated devices
+  port = free_port()
+  env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=2',
+         'JAX_PLATFORMS': 'cpu'}
+  args = [sys.executable, '-m', 'jaxdisp.main', '--config', os.path.join(REPO, 'configs/demo.py'),
+          '--workdir', str(tmp_path / 'two'), f'--coordinator_address=localhost:{port}',
+          '--num_processes=2'] + [f'--config.{k}={v}' for k, v in TINY.items()]
+  procs = [subprocess.Popen(args + [f'--process_id={i}'], cwd=REPO, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(2)]
+  outs = [p.communicate(timeout=600) for p in procs]
+  for p, (_, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-3000:]
+  assert '4 cpu device(s)' in outs[0][1]  # one global mesh over both processes
+  one, two = load_results(tmp_path / 'one'), load_results(tmp_path / 'two')
+  assert len(one['rounds']) == len(two['rounds']) == TINY['al.rounds'] + 1
+  for a, b in zip(one['rounds'], two['rounds']):
+    assert a['selected'] == b['selected']
+    assert a['test_accuracy'] == b['test_accuracy']
+  # Process 1 wrote no outputs of its own: one results.json, one TensorBoard event file.
+  assert len(os.listdir(tmp_path / 'two' / 'tensorboard')) == 1
