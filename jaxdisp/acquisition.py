@@ -60,10 +60,11 @@ def least_confidence(probs: Array) -> Array:
 
 
 @functools.partial(jax.jit, static_argnames=('budget',))
-def select_top(scores: Array, tie: Array, num_valid: Array, budget: int) -> Array:
-  """Positions of the ``budget`` highest scores among the first ``num_valid`` rows.
+def select_top(scores: Array, tie: Array, num_valid: Array, budget: int) -> tuple[Array, Array]:
+  """Positions of the ``budget`` highest scores among the first ``num_valid`` rows, and scores.
 
-  Order: score descending, then ``tie`` descending, then position ascending.
+  Order: score descending, then ``tie`` descending, then position ascending. One global sort on
+  the device: only the ``budget`` winners come back to the host, never the score vector.
   """
   n = scores.shape[0]
   pos = jnp.arange(n, dtype=jnp.int32)
@@ -71,7 +72,13 @@ def select_top(scores: Array, tie: Array, num_valid: Array, budget: int) -> Arra
   primary = jnp.where(valid, -scores, jnp.inf)
   secondary = jnp.where(valid, -tie, jnp.inf)
   _, _, order = jax.lax.sort((primary, secondary, pos), num_keys=3)
-  return order[:budget]
+  return order[:budget], scores[order[:budget]].astype(jnp.float32)
+
+
+@jax.jit
+def _count_nonfinite(scores: Array, num_valid: Array) -> Array:
+  valid = jnp.arange(scores.shape[0]) < num_valid
+  return jnp.sum(valid & ~jnp.isfinite(scores))
 
 
 @functools.partial(jax.jit, static_argnames=('budget', 'chunk'))
@@ -141,7 +148,7 @@ def tie_break_key(cfg, trainer, train_state, data, pool, num_pool, key) -> Array
 
 
 def check_finite(scores: Array, num_valid: int, what: str) -> None:
-  bad = int(np.sum(~np.isfinite(parallel.to_host(scores)[:num_valid])))
+  bad = int(_count_nonfinite(scores, num_valid))  # counted on the device: one scalar comes back
   if bad:
     raise NumericalError(f'{bad} of {num_valid} {what} scores are NaN/inf; refusing to select '
                          '(the model diverged: lower train.learning_rate)')
@@ -169,8 +176,8 @@ def acquire(cfg, trainer, train_state, data, history, pool, num_pool, labeled, n
                        num_classes)
   check_finite(scores, int(num_pool), cfg.strategy)
   tie = tie_break_key(cfg, trainer, train_state, data, pool, num_pool, k_tie)
-  positions = parallel.to_host(select_top(scores, tie, num_pool, budget))
-  return Selection(positions, parallel.to_host(scores)[positions].astype(np.float32))
+  positions, top_scores = select_top(scores, tie, num_pool, budget)
+  return Selection(parallel.to_host(positions), parallel.to_host(top_scores))
 
 
 def pool_diagnostics(cfg, trainer, train_state, data, history, pool, num_pool, key,

@@ -190,11 +190,16 @@ def _record_selection(state: ALState, exp: Experiment, history, pool_ids, select
                            state.label_changes.copy())
   score[ids] = selection.scores
   if history.shape[0]:
-    cols = parallel.to_host(history)[:, selection.positions]
+    cols = parallel.to_host(_take_columns(history, selection.positions))  # [T, budget] only
     modal[ids] = np.asarray(disp.modal_label(cols, exp.dataset.num_classes))
     changes[ids] = np.asarray(disp.label_changes(cols))
   return dict(labeled_round=labeled_round, score=score, modal_label=modal,
               label_changes=changes)
+
+
+@jax.jit
+def _take_columns(history, positions):
+  return jnp.take(history, positions, axis=1)
 
 
 def is_finished(state: ALState, cfg) -> bool:

@@ -153,6 +153,8 @@ class Trainer:
       self._end_jit = jax.jit(self._epoch_end, donate_argnums=(0, 1))
       self.train_epoch = self._train_epoch_host_loop
     self.evaluate = jax.jit(self._evaluate)
+    self._empty_history = jax.jit(self._new_history, static_argnums=(0,),
+                                  out_shardings=parallel.sharded(mesh, 2, axis=1))
     self.pool_outputs = jax.jit(self._pool_outputs, static_argnames=('outputs',))
 
   # ---- buffers --------------------------------------------------------------------------------
@@ -169,9 +171,12 @@ class Trainer:
     return parallel.put_sharded(buf, self.mesh), np.int32(len(ids))
 
   def empty_history(self, pool_capacity: int) -> Array:
-    shape, dtype = (self.recording.num_rows, pool_capacity), history_dtype(self.num_classes)
-    return jax.jit(lambda: jnp.full(shape, -1, dtype),
-                   out_shardings=parallel.sharded(self.mesh, 2, axis=1))()
+    """A ``[T, pool_capacity]`` history of -1 (nothing recorded), split along the pool."""
+    return self._empty_history(pool_capacity)
+
+  def _new_history(self, pool_capacity: int) -> Array:
+    shape = (self.recording.num_rows, pool_capacity)
+    return jnp.full(shape, -1, history_dtype(self.num_classes))
 
   # ---- jitted bodies --------------------------------------------------------------------------
 

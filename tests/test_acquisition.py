@@ -12,9 +12,10 @@ def test_select_top_orders_by_score_then_tie_then_position():
   scores = np.float32([0.5, 0.9, 0.5, 0.5, 0.9, 0.1, 0.99, 0.99])
   tie = np.float32([0.1, 0.2, 0.9, 0.9, 0.3, 0.5, 0.0, 0.0])
   num_valid = 6  # rows 6, 7 are padding: never selected although their scores are highest
-  got = np.asarray(acquisition.select_top(scores, tie, num_valid, 5))
+  got, got_scores = acquisition.select_top(scores, tie, num_valid, 5)
   # 0.9s: tie 0.3 (4) before 0.2 (1); 0.5s: tie 0.9 (2, 3: position order), then 0.1 (0).
-  np.testing.assert_array_equal(got, [4, 1, 2, 3, 0])
+  np.testing.assert_array_equal(np.asarray(got), [4, 1, 2, 3, 0])
+  np.testing.assert_array_equal(np.asarray(got_scores), scores[[4, 1, 2, 3, 0]])
 
 
 def test_select_top_on_sharded_scores_matches_numpy_lexsort():
@@ -24,7 +25,7 @@ def test_select_top_on_sharded_scores_matches_numpy_lexsort():
   scores = (rng.integers(0, 11, n) / 10).astype(np.float32)  # 11 values: mostly ties
   tie = rng.random(n).astype(np.float32)
   got = acquisition.select_top(parallel.put_sharded(scores, mesh),
-                               parallel.put_sharded(tie, mesh), jnp.int32(valid), k)
+                               parallel.put_sharded(tie, mesh), jnp.int32(valid), k)[0]
   order = np.lexsort((np.arange(valid), -tie[:valid], -scores[:valid]))
   np.testing.assert_array_equal(np.asarray(got), order[:k])
 
