@@ -23,7 +23,9 @@
 # - A gs:// workdir is staged: jaxdisp.main writes to ~/jaxdisp-runs/BUCKET/PATH on the worker
 #   (it writes its outputs with local file operations), worker 0 mirrors that to the bucket every
 #   --sync-every seconds and when the job ends, and every worker first copies an existing gs://
-#   workdir down, so a re-created VM (spot preemption) resumes from the last mirrored checkpoint.
+#   workdir down, so a re-created VM (spot preemption) resumes. Checkpoints are not staged: every
+#   worker writes them straight to gs://.../checkpoints (--config.checkpoint.dir; orbax writes GCS
+#   natively and each process of a multi-host slice writes its own shards there).
 # - Remote scripts use $HOME etc. in single quotes on purpose: they expand on the TPU VM.
 # shellcheck disable=SC2016
 set -euo pipefail
@@ -76,8 +78,12 @@ Flags, anywhere on the line (defaults from the environment variables in brackets
 Workdirs (run, fetch): a gs://BUCKET/PATH workdir is staged: jaxdisp.main writes to
 ~/jaxdisp-runs/BUCKET/PATH on the workers, worker 0 mirrors it to the bucket every --sync-every
 seconds and at the end, and every worker copies an existing gs:// workdir down before starting, so
-rerunning `run` on a re-created VM (after a spot preemption) resumes. The TPU VM's service account
-needs write access to the bucket. Any other workdir is on the worker's disk, relative to ~/jaxdisp.
+rerunning `run` on a re-created VM (after a spot preemption) resumes. Checkpoints skip the staging:
+every worker writes them to gs://BUCKET/PATH/checkpoints directly (--config.checkpoint.dir), which
+is what a multi-host slice (v4-16 and up, v5litepod-16 and up) needs: all workers run the job as one
+JAX program, each writing its own shards. The TPU VM's service account needs write access to the
+bucket. Any other workdir is on the worker's disk, relative to ~/jaxdisp (single-host types only,
+unless --config.checkpoint.dir points at a folder all workers share).
 
 Errors (a missing gcloud, a missing or unknown flag, an unknown command) are one line
 `error: ...` on stderr and exit status 2.
@@ -280,6 +286,15 @@ ALIVE='alive() { [ -f "$p" ] && kill -0 "$(cat "$p")" 2>/dev/null || return 1; c
 # The metadata server of a TPU VM knows the worker's number and the slice's workers.
 METADATA='http://metadata.google.internal/computeMetadata/v1/instance/attributes'
 
+# Whether the jaxdisp.main arguments name a checkpoint folder (--config.checkpoint.dir[=]...).
+has_checkpoint_dir() {
+  local a
+  for a in "$@"; do
+    [[ $a == --config.checkpoint.dir || $a == --config.checkpoint.dir=* ]] && return 0
+  done
+  return 1
+}
+
 cmd_run() {
   local config='' workdir='' have_workdir=0 foreground=0 sync_every=300 pass=() a
   set -- ${ARGS[@]+"${ARGS[@]}"}
@@ -334,10 +349,15 @@ cmd_run() {
     local gs="gs://$rel"
     inner+='gs='"$(shquote "$gs")"'; wd="$HOME/jaxdisp-runs/"'"$(shquote "$rel")"'; mkdir -p "$wd" || exit 1; '
     inner+='primary=1; w=$(curl -sf -m 5 -H "Metadata-Flavor: Google" '"$METADATA"'/agent-worker-number 2>/dev/null) && [ "$w" != 0 ] && primary=0; '
-    inner+='if gcloud storage ls "$gs" >/dev/null 2>&1; then echo "launch.sh: copying $gs to $wd"; gcloud storage rsync -r "$gs" "$wd" || { echo "launch.sh: error: cannot copy $gs to $wd" >&2; exit 1; }; fi; '
-    inner+='push() { [ "$primary" = 1 ] || return 0; gcloud storage rsync -r -x ".*orbax-checkpoint-tmp.*|.*[.]jaxdisp-tmp$" "$wd" "$gs"; }; '
+    inner+='if gcloud storage ls "$gs" >/dev/null 2>&1; then echo "launch.sh: copying $gs to $wd"; gcloud storage rsync -r -x "checkpoints/.*" "$gs" "$wd" || { echo "launch.sh: error: cannot copy $gs to $wd" >&2; exit 1; }; fi; '
+    inner+='push() { [ "$primary" = 1 ] || return 0; gcloud storage rsync -r -x "checkpoints/.*|.*[.]jaxdisp-tmp$" "$wd" "$gs"; }; '
     inner+='syncer=; if [ "$primary" = 1 ]; then mkdir -p "$HOME/jaxdisp-logs"; ( while sleep '"$sync_every"'; do push || echo "launch.sh: warning: copying $wd to $gs failed, retrying"; done ) >> "$HOME/jaxdisp-logs/sync.log" 2>&1 & syncer=$!; fi; '
-    inner+="$py${main_args:+ $main_args}"' --workdir="$wd"; rc=$?; '
+    # Checkpoints go straight to the bucket from every worker (orbax writes GCS natively; each
+    # process of a multi-host slice writes its own shards), unless the run names its own folder.
+    local ckpt_arg=''
+    has_checkpoint_dir ${pass[@]+"${pass[@]}"} ||
+      ckpt_arg=' '$(shquote "--config.checkpoint.dir=$gs/checkpoints")
+    inner+="$py${main_args:+ $main_args}$ckpt_arg"' --workdir="$wd"; rc=$?; '
     inner+='[ -z "$syncer" ] || kill "$syncer" 2>/dev/null; '
     inner+='if [ "$primary" = 1 ]; then echo "launch.sh: copying $wd to $gs"; push || { echo "launch.sh: error: copying $wd to $gs failed; the run is in $wd on this worker" >&2; [ "$rc" != 0 ] || rc=1; }; fi; '
   else
@@ -355,9 +375,13 @@ cmd_run() {
   fi
   inner+='echo "launch.sh: jaxdisp.main exited with status $rc"; exit "$rc"'
 
-  local warn
-  warn='n=$(curl -sf -m 5 -H "Metadata-Flavor: Google" '"$METADATA"'/worker-network-endpoints 2>/dev/null | tr "," "\n" | grep -c .); '
-  warn+='if [ "${n:-0}" -gt 1 ]; then echo "$(hostname): warning: this slice has $n workers, and jaxdisp.main does not run across the workers of a Cloud TPU slice yet (see the README); use a single-host type (v4-8, v5litepod-8, v6e-8)" >&2; fi; '
+  # A multi-host slice needs one checkpoint folder that every worker sees (gs:// or a shared
+  # filesystem); a workdir on the workers' own disks gets a warning.
+  local warn=''
+  if [[ $workdir != gs://* ]] && ! has_checkpoint_dir ${pass[@]+"${pass[@]}"}; then
+    warn='n=$(curl -sf -m 5 -H "Metadata-Flavor: Google" '"$METADATA"'/worker-network-endpoints 2>/dev/null | tr "," "\n" | grep -c .); '
+    warn+='if [ "${n:-0}" -gt 1 ]; then echo "$(hostname): warning: this slice has $n workers and the workdir is on each worker'"'"'s own disk, but orbax needs one checkpoint folder that every worker sees: use a gs:// workdir, --config.checkpoint.dir=gs://... or a shared filesystem" >&2; fi; '
+  fi
 
   local remote
   if ((foreground)); then

@@ -1,11 +1,12 @@
 """Orbax checkpoints: the AL state after every round and the training state inside a round.
 
-``<workdir>/checkpoints/rounds/<r>``: ``ALState`` once ``r`` rounds are complete (the labeled
+``<checkpoints>/rounds/<r>``: ``ALState`` once ``r`` rounds are complete (the labeled
   mask stamped with the round each label arrived in, the key, per-round metrics).
-``<workdir>/checkpoints/train/<step>``: the in-round training state (params, batch stats,
+``<checkpoints>/train/<step>``: the in-round training state (params, batch stats,
   optimizer, epoch) and the prediction history, every ``checkpoint.every_epochs`` epochs, with
   ``step = round * (epochs + 1) + epoch`` so a restart continues mid-round.
 
+``<checkpoints>`` is ``<workdir>/checkpoints`` unless ``checkpoint.dir`` names another folder.
 Orbax writes each step to a temporary directory and renames it when complete, so a process
 killed mid-write leaves only an ignored temporary directory; ``latest_step`` never sees it.
 """
@@ -31,8 +32,10 @@ def _abstract(tree):
 class Checkpointer:
   """Saves and restores round and in-round state under ``<workdir>/checkpoints``."""
 
-  def __init__(self, workdir: str, epochs: int, every_epochs: int):
-    root = epath.Path(workdir) / 'checkpoints'
+  def __init__(self, root: str, epochs: int, every_epochs: int):
+    """``root``: the checkpoint folder (``<workdir>/checkpoints`` or ``checkpoint.dir``; a
+    ``gs://`` path works: orbax writes to GCS natively, from every process of a multi-host run)."""
+    root = epath.Path(root)
     self.epochs, self.every_epochs = epochs, every_epochs
     self.rounds = ocp.CheckpointManager(
         root / 'rounds', options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))

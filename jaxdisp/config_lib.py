@@ -82,6 +82,10 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every_epochs = 5  # in-round training checkpoint interval
+  # where the orbax checkpoints go: '' = <workdir>/checkpoints. A multi-host run needs a folder
+  # that every process sees (orbax writes each process's shards there): a gs://bucket/path
+  # (orbax's native GCS support; launch.sh sets it for gs:// workdirs) or a shared filesystem.
+  c.checkpoint.dir = ''
 
   c.log = ml_collections.ConfigDict()
   c.log.progress_seconds = 30.0  # progress line interval

@@ -40,6 +40,10 @@ def default_workdir(cfg) -> str:
   return os.path.join('workdirs', f'{cfg.dataset.name}-{cfg.strategy}-seed{cfg.seed}')
 
 
+def checkpoint_dir(cfg, workdir: str) -> str:
+  return cfg.checkpoint.dir or os.path.join(workdir, 'checkpoints')
+
+
 def _config_diff(saved: dict, current: dict) -> list[str]:
   from jaxdisp.config_lib import _flat
   import ml_collections
@@ -71,7 +75,8 @@ def run_experiment(cfg, workdir: str):
                dataset.num_train, dataset.num_test, dataset.num_classes, jax.device_count(),
                jax.devices()[0].platform)
 
-  ckpt = checkpointing.Checkpointer(workdir, cfg.train.epochs, cfg.checkpoint.every_epochs)
+  ckpt = checkpointing.Checkpointer(checkpoint_dir(cfg, workdir), cfg.train.epochs,
+                                   cfg.checkpoint.every_epochs)
   saved = ckpt.round_meta()
   if saved is not None:
     diff = _config_diff(saved['config'], cfg.to_dict())

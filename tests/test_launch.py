@@ -93,13 +93,17 @@ with open(os.path.join(os.environ['HOME'], 'python-calls.jsonl'), 'a') as f:
     f.write(json.dumps({'cwd': os.getcwd(), 'args': args}) + '\n')
 if args[:2] == ['-m', 'jaxdisp.main']:
     wd = [a.split('=', 1)[1] for a in args if a.startswith('--workdir=')][0]
-    os.makedirs(os.path.join(wd, 'checkpoints'), exist_ok=True)
+    ckpt = ([a.split('=', 1)[1] for a in args if a.startswith('--config.checkpoint.dir=')]
+            or [os.path.join(wd, 'checkpoints')])[0]
+    if ckpt.startswith('gs://'):  # the fake bucket (orbax writes GCS itself)
+      ckpt = os.path.join(os.environ['FAKE_GCS'], ckpt[len('gs://'):])
+    os.makedirs(ckpt, exist_ok=True)
+    open(os.path.join(ckpt, 'steps.txt'), 'a').write('saved\n')
     count = os.path.join(wd, 'count.txt')
     n = int(open(count).read()) + 1 if os.path.exists(count) else 1
     open(count, 'w').write(str(n))
     json.dump({'runs': n, 'args': args}, open(os.path.join(wd, 'results.json'), 'w'))
-    os.makedirs(os.path.join(wd, 'checkpoints', '7.orbax-checkpoint-tmp-1'), exist_ok=True)
-    open(os.path.join(wd, 'checkpoints', '7.orbax-checkpoint-tmp-1', 'x'), 'w').write('partial')
+    os.makedirs(os.path.join(wd, 'x.jaxdisp-tmp'), exist_ok=True)  # a partial output write
     print('fake jaxdisp.main run', n, flush=True)
     release = os.environ.get('FAKE_MAIN_WAIT_FOR')  # a file the test creates to end the job
     deadline = time.time() + 10
@@ -234,7 +238,8 @@ def test_run(env):
   assert '--worker=all' in ssh and '--zone=us-central2-b' in ssh
   remote = command_of(ssh)
   assert ('-m jaxdisp.main --config=configs/cifar10.py --config.train.epochs=3 '
-          '--config.al.rounds 2 --workdir="$wd"') in remote
+          '--config.al.rounds 2 --config.checkpoint.dir=gs://bkt/c10/checkpoints '
+          '--workdir="$wd"') in remote
   assert 'gs=gs://bkt/c10;' in remote and 'wd="$HOME/jaxdisp-runs/"bkt/c10;' in remote
   assert 'nohup setsid bash -c' in remote and 'jaxdisp-logs/run.log' in remote
 
@@ -462,10 +467,15 @@ def test_end_to_end_gcs_workdir(vm):
   main_call = json.loads((home / 'python-calls.jsonl').read_text().splitlines()[-1])
   assert main_call == {'cwd': str(home / 'jaxdisp'),
                        'args': ['-m', 'jaxdisp.main', '--config=configs/cifar10.py',
-                                '--config.train.epochs=3', f'--workdir={stage}']}
+                                '--config.train.epochs=3',
+                                '--config.checkpoint.dir=gs://bkt/exp/c10/checkpoints',
+                                f'--workdir={stage}']}
   bucket = gcs / 'bkt' / 'exp' / 'c10'
   assert json.loads((bucket / 'results.json').read_text())['runs'] == 1  # mirrored
-  assert not list(bucket.glob('checkpoints/*orbax-checkpoint-tmp*'))  # partial writes stay behind
+  assert not list(bucket.glob('*jaxdisp-tmp*'))  # partial writes stay behind
+  # Checkpoints went to the bucket directly (every worker of a slice writes its shards there).
+  assert (bucket / 'checkpoints' / 'steps.txt').read_text() == 'saved\n'
+  assert not (stage / 'checkpoints').exists()
 
   r = launch(vm, *TPU, 'status')
   assert r.returncode == 0, r.stderr
@@ -478,6 +488,8 @@ def test_end_to_end_gcs_workdir(vm):
   log = _wait_for_exit(home / 'jaxdisp-logs' / 'run.log', 2)
   assert 'fake jaxdisp.main run 2' in log
   assert json.loads((bucket / 'results.json').read_text())['runs'] == 2
+  assert (bucket / 'checkpoints' / 'steps.txt').read_text() == 'saved\nsaved\n'
+  assert not (stage / 'checkpoints').exists()  # never copied down either
 
   dest = vm['tmp'] / 'fetched'
   r = launch(vm, 'fetch', '--workdir', 'gs://bkt/exp/c10', '--dest', str(dest))
@@ -500,6 +512,17 @@ def test_run_mirrors_to_the_bucket_while_it_runs(vm):
   (vm['tmp'] / 'release').touch()  # and jaxdisp.main ends
   log = _wait_for_exit(vm['home'] / 'jaxdisp-logs' / 'run.log', 1)
   assert log.index('got SIGTERM') < log.index('copying') < log.index('exited with status 0')
+
+
+def test_run_keeps_a_given_checkpoint_dir(env):
+  r = launch(env, '--dry-run', *TPU, 'run', '--config', 'configs/demo.py', '--workdir', 'gs://b/x',
+             '--config.checkpoint.dir=gs://other/ck')
+  assert r.returncode == 0, r.stderr
+  assert '--config.checkpoint.dir=gs://other/ck' in r.stdout
+  assert 'gs://b/x/checkpoints' not in r.stdout
+  r = launch(env, '--dry-run', *TPU, 'run', '--config', 'configs/demo.py', '--workdir', 'gs://b/x',
+             '--config.checkpoint.dir', 'gs://other/ck')
+  assert 'gs://b/x/checkpoints' not in r.stdout and 'worker' in r.stdout
 
 
 def test_run_workdir_under_home(env):

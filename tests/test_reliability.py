@@ -95,3 +95,19 @@ def test_sigterm_checkpoints_exits_nonzero_and_resumes(straight, tmp_path):
   resumed = cli(tmp_path)
   assert 'round 1: resuming training at epoch' in resumed.stderr
   same_results(straight, load_results(tmp_path))
+
+
+def test_checkpoints_in_their_own_folder_resume_a_killed_run(straight, tmp_path):
+  """checkpoint.dir (launch.sh points it at gs://.../checkpoints): a fresh workdir resumes from it."""
+  ckpt = tmp_path / 'bucket' / 'checkpoints'
+  first = tmp_path / 'vm1'
+  proc = cli(first, f'--config.checkpoint.dir={ckpt}', env={'JAXDISP_FAULT_KILL_AT': 'epoch@1:3'},
+             check=False)
+  assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+  assert not os.path.exists(first / 'checkpoints') and os.listdir(ckpt / 'rounds')
+  resumed = cli(tmp_path / 'vm2', f'--config.checkpoint.dir={ckpt}')  # a new machine's disk
+  assert 'round 1: resuming training at epoch 2' in resumed.stderr
+  got = load_results(tmp_path / 'vm2')
+  assert [r['selected'] for r in got['rounds']] == [r['selected'] for r in straight['rounds']]
+  assert ([r['test_accuracy'] for r in got['rounds']]
+          == [r['test_accuracy'] for r in straight['rounds']])
