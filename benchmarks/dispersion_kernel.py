@@ -13,24 +13,18 @@ warm-up call):
   last-level cache (here 32 MB of L3) get the cache's bandwidth, so their bound is tight;
 * ``bound``: the time to read the history once and write the float32 result at that bandwidth,
   ``(T * N + 4 * N) / bandwidth``;
-* ``jaxdisp``: ``jaxdisp.label_dispersion(history, C)`` as shipped; fraction of bound =
-  bound / time. Cases where XLA:CPU would allocate the ``[T, N, C]`` int32 comparison (see the
-  README) beyond ``--max-gb`` are skipped and say so;
-* ``blocked``: a prototype in this file, :func:`dispersion_blocked`, checked to give identical
-  results (against jaxdisp where it ran, and always against NumPy on a column subset).
+* ``jaxdisp``: ``jaxdisp.label_dispersion(history, C)`` as shipped (column blocks, per-class
+  counters kept in cache; see ``jaxdisp/dispersion.py``); fraction of bound = bound / time;
+* ``naive``: :func:`naive_dispersion`, the textbook one-liner
+  ``sum(history[:, :, None] == classes, 0)`` then max, which XLA:CPU turns into a materialised
+  ``[T, N, C]`` int32 comparison (for T > 32); skipped beyond ``--max-gb`` and says so.
 
-The prototype walks the pool in blocks of ``block`` columns (a ``fori_loop`` that writes each
-block's result into a carried output buffer); per block it keeps the per-class counts
-``[C, block]`` (uint8 when T <= 255) in cache and adds ``U`` history rows per inner iteration as
-one elementwise fusion (compare with every class, add). No ``[T, N, C]`` or
-``[N, C]`` array ever reaches memory; the history is read once. Work is still ``T * N * C``
-compare-adds, so with C = 100 it is compute bound on a CPU. Writes
-``<out>/dispersion_kernel[_quick].json``.
+Both are checked against each other and against NumPy on a column subset (identical, exactly).
+Writes ``<out>/dispersion_kernel[_quick].json``.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 import time
@@ -41,56 +35,23 @@ import _common  # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
-from jax import lax  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 FULL = dict(N=(10**4, 10**5, 10**6), T=(25, 100, 200), C=(10, 100))
 QUICK = dict(N=(10**4,), T=(25,), C=(10, 100))
 
 
-def _rows_per_iteration(t: int) -> int:
-  """Rows added per loop iteration: T itself up to 32, else the divisor of T in [8, 32]
-  closest to 16 (no padding copy), else 16 (the history is padded with -1 rows)."""
-  if t <= 32:
-    return t
-  divisors = [u for u in range(8, 33) if t % u == 0]
-  return min(divisors, key=lambda u: abs(u - 16)) if divisors else 16
+@jax.jit
+def _naive(history: jax.Array, classes: jax.Array) -> jax.Array:
+  counts = jnp.sum(history[:, :, None] == classes, axis=0, dtype=jnp.int32)  # [N, C]
+  recorded = jnp.sum(history >= 0, axis=0, dtype=jnp.int32)
+  f = counts.max(-1)
+  return jnp.where(recorded > 0, (recorded - f).astype(jnp.float32)
+                   / jnp.maximum(recorded, 1).astype(jnp.float32), jnp.float32(0))
 
 
-@functools.partial(jax.jit, static_argnames=('num_classes', 'block'))
-def dispersion_blocked(history: jax.Array, num_classes: int, block: int = 2048) -> jax.Array:
-  """Same result as ``jaxdisp.label_dispersion(history, num_classes)`` (default options)."""
-  t_rows, n = history.shape
-  block = max(1, min(block, n))
-  u = _rows_per_iteration(t_rows)
-  t_pad = -(-t_rows // u) * u
-  if t_pad != t_rows:
-    history = jnp.pad(history, ((0, t_pad - t_rows), (0, 0)), constant_values=-1)
-  acc = jnp.uint8 if t_rows <= 255 else jnp.uint16 if t_rows <= 65535 else jnp.int32
-  classes = jnp.arange(num_classes, dtype=history.dtype)[:, None]
-
-  def columns(h, start, width: int):
-    def add_rows(j, counts):
-      rows = lax.dynamic_slice(h, (j * u, start), (u, width))
-      for r in range(u):  # one fusion: U compares with every class, U adds
-        counts = counts + (rows[r][None] == classes).astype(acc)
-      return counts
-
-    counts = lax.fori_loop(0, t_pad // u, add_rows, jnp.zeros((num_classes, width), acc))
-    f = counts.max(0).astype(jnp.int32)
-    recorded = counts.astype(jnp.int32).sum(0)
-    return jnp.where(recorded > 0, (recorded - f).astype(jnp.float32)
-                     / jnp.maximum(recorded, 1).astype(jnp.float32), jnp.float32(0))
-
-  def block_step(i, carry):  # the result buffer is carried and updated in place
-    h, out = carry
-    return h, lax.dynamic_update_slice(out, columns(h, i * block, block), (i * block,))
-
-  full = n // block
-  _, out = lax.fori_loop(0, full, block_step, (history, jnp.zeros((n,), jnp.float32)))
-  if n - full * block:
-    out = lax.dynamic_update_slice(out, columns(history, full * block, n - full * block),
-                                   (full * block,))
-  return out
+def naive_dispersion(history: jax.Array, num_classes: int) -> jax.Array:
+  """The obvious vectorised formulation (what jaxdisp shipped before the blocked kernel)."""
+  return _naive(history, jnp.arange(num_classes, dtype=history.dtype))
 
 
 def numpy_dispersion(history: np.ndarray, num_classes: int) -> np.ndarray:
@@ -144,9 +105,8 @@ def available_gb() -> float:
 def main(argv=None):
   p = _common.parser(__doc__)
   p.add_argument('--max-gb', type=float, default=min(4.0, 0.3 * available_gb()),
-                 help='skip jaxdisp.label_dispersion where XLA:CPU would allocate more than '
-                      'this for its int32 comparison/counts (default: %(default).1f)')
-  p.add_argument('--block', type=int, default=2048, help='prototype block width (columns)')
+                 help='skip the naive formulation where XLA:CPU would allocate more than this '
+                      'for its int32 comparison/counts (default: %(default).1f)')
   args = p.parse_args(argv)
   from jaxdisp import label_dispersion  # pylint: disable=g-import-not-at-top
 
@@ -165,35 +125,31 @@ def main(argv=None):
         bound = (t_rows * n + 4 * n) / bandwidth
         row = {'N': n, 'T': t_rows, 'C': c, 'history_bytes': t_rows * n,
                'copy_s': tc['median_s'], 'bandwidth_GBps': bandwidth / 1e9, 'bound_s': bound}
+        tj, out = timed(lambda h, c=c: label_dispersion(h, c), history)
+        out = np.asarray(out)
+        cols = min(n, 4096)
+        same_numpy = bool(np.array_equal(out[:cols],
+                                         numpy_dispersion(np.asarray(history[:, :cols]), c)))
+        row['jaxdisp'] = {**tj, 'fraction_of_bound': bound / tj['median_s'],
+                          'identical_to_numpy_subset': same_numpy}
         # XLA:CPU rewrites a reduction over more than 32 rows into a reduce-window, whose
         # input, the [T, N, C] int32 comparison, is then materialised; else only [N, C] int32.
         big = t_rows > 32
         materialised_gb = 4 * (t_rows if big else 1) * n * c / 2**30
         if on_cpu and materialised_gb > args.max_gb:
           what = '[T, N, C]' if big else '[N, C]'
-          row['jaxdisp'] = {'skipped': f'XLA:CPU would materialise a {materialised_gb:.1f} GB '
-                                       f'{what} int32 array (> --max-gb {args.max_gb:.1f})'}
-          ref = None
+          row['naive'] = {'skipped': f'XLA:CPU would materialise a {materialised_gb:.1f} GB '
+                                     f'{what} int32 array (> --max-gb {args.max_gb:.1f})'}
         else:
-          tj, ref = timed(lambda h, c=c: label_dispersion(h, c), history)
-          row['jaxdisp'] = {**tj, 'fraction_of_bound': bound / tj['median_s']}
-          ref = np.asarray(ref)
-        tb, out = timed(lambda h, c=c: dispersion_blocked(h, c, args.block), history)
-        out = np.asarray(out)
-        cols = min(n, 4096)
-        same_numpy = bool(np.array_equal(out[:cols],
-                                         numpy_dispersion(np.asarray(history[:, :cols]), c)))
-        same_jaxdisp = None if ref is None else bool(np.array_equal(out, ref))
-        row['blocked'] = {**tb, 'fraction_of_bound': bound / tb['median_s'],
-                          'identical_to_jaxdisp': same_jaxdisp,
-                          'identical_to_numpy_subset': same_numpy}
-        if ref is not None:
-          row['speedup_blocked_vs_jaxdisp'] = tj['median_s'] / tb['median_s']
+          tn, ref = timed(lambda h, c=c: naive_dispersion(h, c), history)
+          row['naive'] = {**tn, 'fraction_of_bound': bound / tn['median_s'],
+                          'identical_to_jaxdisp': bool(np.array_equal(out, np.asarray(ref)))}
+          row['speedup_vs_naive'] = tn['median_s'] / tj['median_s']
         cases.append(row)
         print(f'  N={n:>7} T={t_rows:>3} C={c:>3}: bound {bound * 1e3:8.3f} ms, jaxdisp '
-              + (f'{row["jaxdisp"]["median_s"] * 1e3:9.2f} ms' if ref is not None else
-                 '  skipped   ')
-              + f', blocked {tb["median_s"] * 1e3:8.2f} ms', flush=True)
+              f'{tj["median_s"] * 1e3:8.2f} ms, naive '
+              + (f'{row["naive"]["median_s"] * 1e3:9.2f} ms' if 'median_s' in row['naive']
+                 else '  skipped'), flush=True)
         del history
 
   def fractions(impl):
@@ -206,20 +162,19 @@ def main(argv=None):
     return None
 
   ref_point = (10**4, 25, 10) if args.quick else (10**5, 100, 10)
+  identical = all(r['jaxdisp']['identical_to_numpy_subset']
+                  and r['naive'].get('identical_to_jaxdisp', True) for r in cases)
   result = {
       'benchmark': 'dispersion_kernel', 'quick': args.quick, 'machine': _common.machine_info(),
-      'max_gb': args.max_gb, 'block': args.block, 'cases': cases,
+      'max_gb': args.max_gb, 'cases': cases,
       'headline': {
           'reference_point': dict(zip(('N', 'T', 'C'), ref_point)),
           'jaxdisp_fraction_of_bound': at(*ref_point, 'jaxdisp'),
-          'blocked_fraction_of_bound': at(*ref_point, 'blocked'),
-          'jaxdisp_fraction_median': _common.median(fractions('jaxdisp')) if fractions(
-              'jaxdisp') else None,
-          'blocked_fraction_median': _common.median(fractions('blocked')),
-          'jaxdisp_cases_skipped': sum('skipped' in r['jaxdisp'] for r in cases),
-          'blocked_identical': all(r['blocked']['identical_to_numpy_subset']
-                                   and r['blocked']['identical_to_jaxdisp'] is not False
-                                   for r in cases),
+          'naive_fraction_of_bound': at(*ref_point, 'naive'),
+          'jaxdisp_fraction_median': _common.median(fractions('jaxdisp')),
+          'jaxdisp_fraction_max': max(fractions('jaxdisp')),
+          'naive_cases_skipped': sum('skipped' in r['naive'] for r in cases),
+          'identical': identical,
       },
       'wall_s': time.perf_counter() - t_start,
   }
@@ -229,14 +184,14 @@ def main(argv=None):
         f'history; times in ms; fraction = bandwidth bound / time; {path}')
   rows = []
   for r in cases:
-    j, b = r['jaxdisp'], r['blocked']
+    j, nv = r['jaxdisp'], r['naive']
     rows.append([r['N'], r['T'], r['C'], r['bandwidth_GBps'], r['bound_s'] * 1e3,
-                 j['median_s'] * 1e3 if 'median_s' in j else 'skipped',
-                 j.get('fraction_of_bound'), b['median_s'] * 1e3, b['fraction_of_bound'],
-                 r.get('speedup_blocked_vs_jaxdisp'),
-                 'yes' if b['identical_to_numpy_subset'] and b['identical_to_jaxdisp'] is not False
+                 j['median_s'] * 1e3, j['fraction_of_bound'],
+                 nv['median_s'] * 1e3 if 'median_s' in nv else 'skipped',
+                 nv.get('fraction_of_bound'), r.get('speedup_vs_naive'),
+                 'yes' if j['identical_to_numpy_subset'] and nv.get('identical_to_jaxdisp', True)
                  else 'NO'])
-  print(_common.table(['N', 'T', 'C', 'copy GB/s', 'bound', 'jaxdisp', 'fraction', 'blocked',
+  print(_common.table(['N', 'T', 'C', 'copy GB/s', 'bound', 'jaxdisp', 'fraction', 'naive',
                        'fraction', 'speedup', 'identical'], rows))
   return result
 

@@ -118,14 +118,13 @@ def summary_rows(results: dict, quick: bool = False) -> list[list]:
     v = d['jaxdisp_fraction_of_bound']
     add('dispersion_kernel', f'label_dispersion fraction of bandwidth bound ({at})', v,
         '>= 0.5', None if v is None else v >= 0.5)
-    add('', '  median over sizes (jaxdisp)', d['jaxdisp_fraction_median'], '>= 0.5',
-        None if d['jaxdisp_fraction_median'] is None else d['jaxdisp_fraction_median'] >= 0.5)
-    add('', f'  blocked prototype ({at})', d['blocked_fraction_of_bound'], '>= 0.5',
-        d['blocked_fraction_of_bound'] >= 0.5)
-    add('', '  blocked prototype identical results', 'yes' if d['blocked_identical'] else 'NO',
-        'yes', d['blocked_identical'], timing=False)
-    add('', '  sizes where jaxdisp was skipped (memory)', d['jaxdisp_cases_skipped'], '0',
-        d['jaxdisp_cases_skipped'] == 0, timing=False)
+    add('', '  median over sizes', d['jaxdisp_fraction_median'], '>= 0.5',
+        d['jaxdisp_fraction_median'] >= 0.5)
+    add('', '  best size', d['jaxdisp_fraction_max'], '>= 0.5', d['jaxdisp_fraction_max'] >= 0.5)
+    if d['naive_fraction_of_bound'] is not None:
+      add('', f'  naive [T,N,C] formulation ({at})', d['naive_fraction_of_bound'], '', None)
+    add('', '  identical results (jaxdisp, naive, NumPy)', 'yes' if d['identical'] else 'NO',
+        'yes', d['identical'], timing=False)
   c = (results.get('compilations') or {}).get('headline')
   if c:
     add('compilations', 'XLA compilations in round 0', c['compilations_round0'], '', None)

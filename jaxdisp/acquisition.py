@@ -127,8 +127,8 @@ def pool_scores(cfg, trainer, train_state, data, history, pool, num_pool, key,
   strategy = cfg.strategy
   if strategy == 'dispersion':
     d = cfg.dispersion
-    return disp.label_dispersion(history, num_classes, mode_last_k=d.mode_last_k,
-                                 denominator=d.denominator)
+    return disp.sharded_label_dispersion(history, num_classes, trainer.mesh,
+                                         mode_last_k=d.mode_last_k, denominator=d.denominator)
   if strategy == 'random':
     return jax.random.uniform(key, pool.shape)
   if strategy == 'bald':
@@ -201,8 +201,9 @@ def pool_diagnostics(cfg, trainer, train_state, data, history, pool, num_pool, k
           'correct': probs.argmax(-1) == labels}
   if history.shape[0]:
     d = cfg.dispersion
-    diag['dispersion'] = parallel.to_host(disp.label_dispersion(
-        history, num_classes, mode_last_k=d.mode_last_k, denominator=d.denominator))[:n]
+    diag['dispersion'] = parallel.to_host(disp.sharded_label_dispersion(
+        history, num_classes, trainer.mesh, mode_last_k=d.mode_last_k,
+        denominator=d.denominator))[:n]
   else:
     diag['dispersion'] = np.full((n,), np.nan, np.float32)
   if 'bald' in out:

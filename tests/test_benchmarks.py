@@ -14,8 +14,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPECTED = {
     'throughput': {'round_efficiency', 'round_efficiency_by_spec', 'pool_scoring_efficiency',
                    'train_efficiency'},
-    'dispersion_kernel': {'jaxdisp_fraction_of_bound', 'blocked_fraction_of_bound',
-                          'blocked_identical', 'reference_point'},
+    'dispersion_kernel': {'jaxdisp_fraction_of_bound', 'naive_fraction_of_bound', 'identical',
+                          'reference_point'},
     'compilations': {'compilations_round0', 'compilations_later_rounds',
                      'max_compilations_after_round0'},
     'device_scaling': {'devices', 'selected_ids_identical', 'max_accuracy_diff'},
@@ -48,4 +48,4 @@ def test_run_all_quick_writes_every_result(tmp_path):
     comp = json.load(f)
   assert [w['window'] for w in comp['windows']] == ['setup'] + [f'round {r}' for r in range(4)]
   with open(tmp_path / 'dispersion_kernel_quick.json') as f:
-    assert json.load(f)['headline']['blocked_identical'] is True
+    assert json.load(f)['headline']['identical'] is True

@@ -47,12 +47,37 @@ def random_history(rng, t, n, c, p_missing=0.0, concentrate=True):
     (100, 300, 100, 0.1, True),
     (7, 1000, 3, 0.3, False),  # tiny T, C: most scores tie
     (40, 200, 100, 0.0, False),
+    (97, 700, 10, 0.1, True),  # prime T > 32: the last row group overlaps and is masked
+    (300, 300, 5, 0.05, True),  # T > 255: 16-bit counters
 ])
 def test_matches_numpy_reference(t, n, c, p_missing, concentrate):
   rng = np.random.default_rng(t * n + c)
   h = random_history(rng, t, n, c, p_missing, concentrate)
   got = np.asarray(jaxdisp.label_dispersion(jnp.asarray(h), c))
   np.testing.assert_array_equal(got, reference(h))
+
+
+@pytest.mark.parametrize('block', [1, 128, 1000, 4096])
+def test_blocking_does_not_change_the_result(block):
+  rng = np.random.default_rng(block)
+  h = random_history(rng, 50, 3001, 10, p_missing=0.1)
+  np.testing.assert_array_equal(np.asarray(jaxdisp.label_dispersion(h, 10, block=block)),
+                                reference(h))
+
+
+def test_sharded_history_gives_the_same_scores_without_moving_columns():
+  from jaxdisp import parallel  # pylint: disable=g-import-not-at-top
+  mesh = parallel.make_mesh(4)
+  rng = np.random.default_rng(7)
+  h = random_history(rng, 30, 4096, 10, p_missing=0.05)
+  on_mesh = parallel.put_sharded(h, mesh, axis=1)
+  got = dispersion.sharded_label_dispersion(on_mesh, 10, mesh, mode_last_k=5, denominator='T+1')
+  assert got.sharding.spec == parallel.sharded(mesh).spec  # split like the pool
+  np.testing.assert_array_equal(np.asarray(got), reference(h, mode_last_k=5, plus_one=True))
+
+
+def test_no_recorded_epoch_scores_zero():
+  assert np.asarray(jaxdisp.label_dispersion(np.zeros((0, 5), np.int8), 3)).tolist() == [0] * 5
 
 
 @pytest.mark.parametrize('k', [1, 5, 25])
