@@ -88,7 +88,7 @@ class Experiment:
     pool = dataset.num_train - a.initial_size
     if a.pool_subset:
       pool = min(pool, a.pool_subset)
-    return cls(cfg, dataset, mesh, train.put_data(dataset, mesh), trainer,
+    return cls(cfg, dataset, mesh, train.put_data(dataset, mesh, trainer.shard_train), trainer,
                train.labeled_capacity(final, cfg.train.batch_size),
                trainer.pool_capacity(pool))
 

@@ -31,6 +31,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.dataset.root = ''  # folder source: <root>/<split>/<class>/*.jpg
   c.dataset.data_dir = ''  # tfds source: '' = tfds default
   c.dataset.cache_dir = ''  # decoded folder cache: '' = $JAXDISP_CACHE_DIR or ~/.cache/jaxdisp
+  # Where the training images live: replicated (every device holds all; fastest while they
+  # fit), sharded (each device 1/devices of them, each process loads only its devices' rows;
+  # batches are gathered over the interconnect), auto = sharded when the run has several processes.
+  c.dataset.placement = 'auto'
   c.dataset.train_split = 'train'
   c.dataset.test_split = 'test'
   # synthetic source only
@@ -137,6 +141,8 @@ def validate(cfg) -> None:
         f'dataset.num_classes={cfg.dataset.num_classes} must be >= 0 (0 = from the data)')
   check(cfg.dataset.source in SOURCES,
         f'dataset.source={cfg.dataset.source!r} is not one of {list(SOURCES)}')
+  check(cfg.dataset.placement in ('auto', 'replicated', 'sharded'),
+        f"dataset.placement={cfg.dataset.placement!r} must be 'auto', 'replicated' or 'sharded'")
   check(cfg.dataset.source != 'folder' or cfg.dataset.root,
         'dataset.source=folder needs --config.dataset.root=<folder with train/ and test/>')
   check(cfg.num_devices >= 0, f'num_devices={cfg.num_devices} must be >= 0 (0 = all)')

@@ -7,9 +7,10 @@ Three sources (``config.dataset.source``):
   never by colour, so a CNN needs several epochs and still makes mistakes. Used by the demo and
   the tests; needs no files.
 * ``folder`` -- the standard image-folder layout ``<root>/<split>/<class>/*.{jpg,jpeg,png}``.
-  Decoded once with Pillow and cached as ``.npz`` outside the repository (``dataset.cache_dir``,
-  else ``$JAXDISP_CACHE_DIR``, else ``~/.cache/jaxdisp``), keyed by a fingerprint of the file
-  list, sizes and modification times, so an edited folder is decoded again.
+  Decoded once with Pillow and cached as ``.npy`` files outside the repository
+  (``dataset.cache_dir``, else ``$JAXDISP_CACHE_DIR``, else ``~/.cache/jaxdisp``), keyed by a
+  fingerprint of the file list, sizes and modification times, so an edited folder is decoded
+  again; later runs memory-map the cache.
 * ``tfds`` -- any TensorFlow Datasets image-classification dataset already prepared in
   ``dataset.data_dir`` (no downloads are attempted).
 
@@ -35,9 +36,9 @@ _CACHE_VERSION = 1
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-  """A labelled image-classification dataset held in host memory."""
+  """A labelled image-classification dataset on the host."""
   name: str
-  train_images: np.ndarray  # uint8 [N, H, W, C]
+  train_images: np.ndarray  # uint8 [N, H, W, C]: an array, a memory map or FolderRows
   train_labels: np.ndarray  # int32 [N]
   test_images: np.ndarray  # uint8 [M, H, W, C]
   test_labels: np.ndarray  # int32 [M]
@@ -61,15 +62,21 @@ class Dataset:
     return int(self.test_images.shape[0])
 
 
-def load_dataset(dataset_cfg) -> Dataset:
-  """Loads ``dataset_cfg.source``; every failure is a one-line :class:`DataError`."""
+def load_dataset(dataset_cfg, lazy: bool = False) -> Dataset:
+  """Loads ``dataset_cfg.source``; every failure is a one-line :class:`DataError`.
+
+  ``lazy``: the caller reads only some training rows (``dataset.placement=sharded``: each process
+  holds the rows of its own devices); a folder without a decoded cache then decodes just the rows
+  asked for (:class:`FolderRows`), instead of the whole folder. A cached folder is memory-mapped
+  either way, so only the rows read are loaded.
+  """
   source = dataset_cfg.source
   if source == 'synthetic':
     ds = synthetic(dataset_cfg.num_train, dataset_cfg.num_test, dataset_cfg.num_classes,
                    dataset_cfg.image_size, dataset_cfg.data_seed, name=dataset_cfg.name)
   elif source == 'folder':
     ds = image_folder(dataset_cfg.root, dataset_cfg.train_split, dataset_cfg.test_split,
-                      cache_dir=dataset_cfg.cache_dir, name=dataset_cfg.name)
+                      cache_dir=dataset_cfg.cache_dir, name=dataset_cfg.name, lazy=lazy)
   elif source == 'tfds':
     ds = from_tfds(dataset_cfg.name, dataset_cfg.data_dir, dataset_cfg.train_split,
                    dataset_cfg.test_split)
@@ -204,6 +211,49 @@ def _decode_all(root: str, files) -> np.ndarray:
   return np.stack(arrays)
 
 
+class FolderRows:
+  """The images of a folder split as a read-only array that decodes rows when they are read.
+
+  ``rows[a:b]`` (or any index along the first axis) decodes only those files, so a process of a
+  multi-host run that holds rows ``a:b`` of the training set never decodes the others. Shape
+  ``[N, H, W, C]`` comes from the first file; a file of another size is an error when read.
+  """
+  dtype = np.dtype(np.uint8)
+  ndim = 4
+
+  def __init__(self, root: str, files):
+    self._root, self._files = root, list(files)
+    first = _decode(os.path.join(root, self._files[0][0]))
+    self.shape = (len(self._files), *first.shape)
+
+  def __len__(self) -> int:
+    return self.shape[0]
+
+  def __getitem__(self, key) -> np.ndarray:
+    key = key if isinstance(key, tuple) else (key,)
+    picked = np.arange(self.shape[0])[key[0]]
+    rows = self._decode(np.atleast_1d(picked))
+    if np.ndim(picked) == 0:
+      rows = rows[0]
+    return rows[(slice(None),) * np.ndim(picked) + key[1:]]
+
+  def _decode(self, ids: np.ndarray) -> np.ndarray:
+    if not len(ids):
+      return np.zeros((0, *self.shape[1:]), np.uint8)
+    rows = _decode_all(self._root, [self._files[i] for i in ids])
+    if rows.shape[1:] != self.shape[1:]:
+      raise DataError(f'image {os.path.join(self._root, self._files[ids[0]][0])} is '
+                      f'{rows.shape[2]}x{rows.shape[1]}, but '
+                      f'{os.path.join(self._root, self._files[0][0])} is '
+                      f'{self.shape[2]}x{self.shape[1]}: resize the folder to one size first')
+    return rows
+
+  def __array__(self, dtype=None, copy=None):
+    del copy
+    out = self[:]
+    return out if dtype is None else out.astype(dtype)
+
+
 def cache_root(cache_dir: str = '') -> str:
   return (cache_dir or os.environ.get('JAXDISP_CACHE_DIR')
           or os.path.join(os.path.expanduser('~'), '.cache', 'jaxdisp'))
@@ -222,9 +272,40 @@ def save_npz_atomic(path: str, **arrays) -> None:
       os.remove(tmp)
 
 
+def _read_cache(path: str, num_train: int, num_test: int):
+  """(train, test) memory maps of a complete cache entry, or None."""
+  try:
+    arrays = tuple(np.load(os.path.join(path, f'{split}.npy'), mmap_mode='r')
+                   for split in ('train', 'test'))
+  except Exception:  # pylint: disable=broad-except  (missing or corrupt: decoded again)
+    return None
+  if arrays[0].shape[0] != num_train or arrays[1].shape[0] != num_test:
+    return None
+  return arrays
+
+
+def _write_cache(path: str, train: np.ndarray, test: np.ndarray) -> None:
+  """Writes the cache entry as a folder of two ``.npy`` files, renamed into place when complete."""
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tmp = tempfile.mkdtemp(dir=os.path.dirname(path), prefix='.tmp-')
+  try:
+    for split, arr in (('train', train), ('test', test)):
+      np.save(os.path.join(tmp, f'{split}.npy'), arr)
+    os.replace(tmp, path)
+  finally:
+    if os.path.isdir(tmp):
+      import shutil  # pylint: disable=g-import-not-at-top
+      shutil.rmtree(tmp, ignore_errors=True)
+
+
 def image_folder(root: str, train_split: str = 'train', test_split: str = 'test',
-                 cache_dir: str = '', name: str = '') -> Dataset:
-  """Reads ``<root>/<split>/<class>/*.{jpg,jpeg,png}``; classes are sorted folder names."""
+                 cache_dir: str = '', name: str = '', lazy: bool = False) -> Dataset:
+  """Reads ``<root>/<split>/<class>/*.{jpg,jpeg,png}``; classes are sorted folder names.
+
+  The decoded images are cached (``<cache>/folder-<name>-<fingerprint>/{train,test}.npy``) and
+  memory-mapped from there. ``lazy`` and no cache yet: the training images are a
+  :class:`FolderRows` that decodes only the rows read, and nothing is cached.
+  """
   if not root or not os.path.isdir(root):
     raise DataError(f'dataset.root={root!r} is not a folder (expected <root>/{train_split}/'
                     '<class>/*.jpg)')
@@ -237,24 +318,25 @@ def image_folder(root: str, train_split: str = 'train', test_split: str = 'test'
                     f'{", ".join(unknown[:5])}')
   name = name or os.path.basename(root.rstrip(os.sep))
   fp = _fingerprint(root, train_files + test_files)
-  path = os.path.join(cache_root(cache_dir), f'folder-{name}-{fp[:20]}.npz')
+  path = os.path.join(cache_root(cache_dir), f'folder-{name}-{fp[:20]}')
   index = {c: i for i, c in enumerate(classes)}
   train_labels = np.array([index[c] for _, c in train_files], np.int32)
   test_labels = np.array([index[c] for _, c in test_files], np.int32)
-  arrays = None
-  if os.path.exists(path):
-    try:
-      with np.load(path) as z:
-        arrays = z['train_images'], z['test_images']
-    except Exception:  # pylint: disable=broad-except  (a corrupt cache is decoded again)
-      arrays = None
-  if arrays is None or arrays[0].shape[0] != len(train_files) or arrays[1].shape[0] != len(test_files):
+  arrays = _read_cache(path, len(train_files), len(test_files))
+  if arrays is None and lazy:
+    test_images = _decode_all(root, test_files)
+    train_images = FolderRows(root, train_files)
+    if train_images.shape[1:] != test_images.shape[1:]:
+      raise DataError(f'{root}: {train_split} images are {train_images.shape[1:]} but '
+                      f'{test_split} images are {test_images.shape[1:]}')
+    arrays = train_images, test_images
+  elif arrays is None:
     arrays = _decode_all(root, train_files), _decode_all(root, test_files)
     if arrays[0].shape[1:] != arrays[1].shape[1:]:
       raise DataError(f'{root}: {train_split} images are {arrays[0].shape[1:]} but {test_split} '
                       f'images are {arrays[1].shape[1:]}')
     try:
-      save_npz_atomic(path, train_images=arrays[0], test_images=arrays[1])
+      _write_cache(path, *arrays)
     except OSError as e:  # a read-only cache only costs time
       import logging  # pylint: disable=g-import-not-at-top
       logging.warning('could not write the decoded-image cache %s: %s', path, e)

@@ -16,10 +16,35 @@ import numpy as np
 Array = jax.Array
 
 
-def channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def channel_sums(images, rows: tuple[int, int] | None = None, chunk: int = 4096):
+  """Exact per-channel sums of the uint8 values and of their squares over ``images[a:b]``.
+
+  Python ints (exact at any size), read ``chunk`` images at a time: works on memory maps and
+  lazily decoded folders without loading them whole. Returns (sums, sums of squares, values).
+  """
+  a, b = rows if rows is not None else (0, images.shape[0])
+  channels = images.shape[-1]
+  total, squares = [0] * channels, [0] * channels
+  for i in range(a, b, chunk):
+    x = np.asarray(images[i:min(i + chunk, b)]).reshape(-1, channels).astype(np.int64)
+    s, ss = x.sum(0), (x * x).sum(0)  # < 2^63 for chunks of up to ~10^9 values
+    total = [t + int(v) for t, v in zip(total, s)]
+    squares = [t + int(v) for t, v in zip(squares, ss)]
+  count = (b - a) * int(np.prod(images.shape[1:-1]))
+  return total, squares, count
+
+
+def stats_from_sums(total, squares, count) -> tuple[np.ndarray, np.ndarray]:
+  """Per-channel mean and std in [0, 1] units (float32) from :func:`channel_sums`'s exact sums."""
+  mean = np.array([t / (255 * count) for t in total], np.float64)
+  var = np.array([(q * count - t * t) / (255**2 * count**2) for t, q in zip(total, squares)],
+                 np.float64)
+  return mean.astype(np.float32), np.sqrt(np.maximum(var, 0.0)).astype(np.float32)
+
+
+def channel_stats(images) -> tuple[np.ndarray, np.ndarray]:
   """Per-channel mean and std of uint8 images, in [0, 1] units (float32)."""
-  x = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
-  return x.mean(0).astype(np.float32), x.std(0).astype(np.float32)
+  return stats_from_sums(*channel_sums(images))
 
 
 def normalize(images: Array, mean: Array, std: Array, dtype=jnp.float32) -> Array:

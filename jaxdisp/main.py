@@ -32,8 +32,8 @@ _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process (0 .. num_p
 flags.mark_flags_as_required(['config'])
 
 # Keys that may change between a run and its resumption (they do not change the results).
-RESUMABLE_CHANGES = ('log.', 'checkpoint.', 'dataset.cache_dir', 'num_devices',
-                     'train.eval_batch_size', 'resume_force')
+RESUMABLE_CHANGES = ('log.', 'checkpoint.', 'dataset.cache_dir', 'dataset.placement',
+                     'num_devices', 'train.eval_batch_size', 'resume_force')
 
 
 def default_workdir(cfg) -> str:
@@ -61,11 +61,11 @@ def _norm(v):
 def run_experiment(cfg, workdir: str):
   """Loads data, restores or starts the experiment, runs the remaining rounds; returns ALState."""
   import jax
-  from jaxdisp import al_loop, checkpointing, config_lib, data, reporting
+  from jaxdisp import al_loop, checkpointing, config_lib, data, reporting, train
   from jaxdisp.acquisition import NumericalError
 
   config_lib.validate(cfg)
-  dataset = data.load_dataset(cfg.dataset)
+  dataset = data.load_dataset(cfg.dataset, lazy=train.shards_train_images(cfg))
   config_lib.validate_against_data(cfg, dataset.num_train, dataset.num_classes)
   os.makedirs(workdir, exist_ok=True)
   primary = jax.process_index() == 0  # the one process that writes outputs (all checkpoint)

@@ -56,6 +56,62 @@ def put_sharded(x: np.ndarray, mesh: Mesh, axis: int = 0) -> jax.Array:
   return _global_array(x, sharded(mesh, np.ndim(x), axis))
 
 
+def put_rows(rows, num_rows: int, mesh: Mesh) -> jax.Array:
+  """``rows`` (anything sliceable along axis 0: an array, a memory map, ``data.FolderRows``)
+  padded with zeros to ``num_rows`` and split along axis 0 over ``data``.
+
+  Each process reads only the rows of its own devices' shards (``rows[a:b]``), so a multi-host
+  run never loads the whole dataset on one host.
+  """
+  n, tail = rows.shape[0], tuple(rows.shape[1:])
+  sharding = sharded(mesh, 1 + len(tail))
+
+  def shard(index):
+    lo, hi, _ = index[0].indices(num_rows)
+    out = np.zeros((hi - lo, *tail), rows.dtype)
+    if lo < n:
+      out[:min(hi, n) - lo] = rows[lo:min(hi, n)]
+    return out
+
+  return jax.make_array_from_callback((num_rows, *tail), sharding, shard)
+
+
+def local_row_ranges(x: jax.Array) -> list[tuple[int, int]]:
+  """The ``[start, stop)`` rows of ``x`` (split along axis 0) that this process holds."""
+  spans = {s.index[0].indices(x.shape[0])[:2] for s in x.addressable_shards}
+  return sorted(spans)
+
+
+def gather_rows(table: jax.Array, idx: jax.Array, mesh: Mesh) -> jax.Array:
+  """Inside jit: ``table[idx]`` for a ``table`` split along axis 0 over ``data``.
+
+  Every device takes the requested rows it holds (zeros for the others), and a reduce-scatter
+  over ``data`` sums these partial batches and leaves each device its slice of the batch:
+  exact (one non-zero term per element), with ``len(idx)`` rows crossing the interconnect
+  instead of the table. ``len(idx)`` must be a multiple of the device count.
+  """
+  def local(block, ids):
+    rows = block.shape[0]
+    pos = ids - jax.lax.axis_index(DATA) * rows
+    mine = (pos >= 0) & (pos < rows)
+    got = block[jnp.clip(pos, 0, rows - 1)]
+    got = jnp.where(mine.reshape(-1, *([1] * (block.ndim - 1))), got, jnp.zeros((), got.dtype))
+    return jax.lax.psum_scatter(got, DATA, scatter_dimension=0, tiled=True)
+
+  return jax.shard_map(local, mesh=mesh, in_specs=(P(DATA), P()), out_specs=P(DATA))(table, idx)
+
+
+def sum_over_processes(values: list[int]) -> list[int]:
+  """Exact sums of non-negative Python ints (< 2^62) over all processes (as is, with one)."""
+  if jax.process_count() == 1:
+    return list(values)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  # 31-bit halves: int32 crosses processes exactly whatever jax_enable_x64 says.
+  halves = np.array([[v >> 31, v & 0x7FFFFFFF] for v in values], np.int32)
+  every = np.asarray(multihost_utils.process_allgather(halves))  # [processes, len, 2]
+  return [sum((int(h) << 31) + int(l) for h, l in every[:, i]) for i in range(len(values))]
+
+
 def to_host(x) -> np.ndarray:
   """A global array as numpy on every process (an all-gather when other hosts hold parts)."""
   if isinstance(x, jax.Array) and not x.is_fully_addressable and not x.is_fully_replicated:

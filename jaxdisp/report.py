@@ -56,7 +56,8 @@ SCORES = (('dispersion', 'dispersion', True), ('margin', 'margin', False),
 _KNOWN_ORDER = ('dispersion', 'random', 'entropy', 'margin', 'least_confidence', 'bald', 'coreset')
 # config keys that may differ between the runs of one report without a warning
 _PER_RUN_KEYS = ('strategy', 'seed', 'model.dropout', 'resume_force', 'num_devices', 'log.',
-                 'checkpoint.', 'dataset.cache_dir', 'dataset.data_dir', 'train.eval_batch_size')
+                 'checkpoint.', 'dataset.cache_dir', 'dataset.data_dir', 'dataset.placement',
+                 'train.eval_batch_size')
 _REQUIRED_DIAG = ('ids', 'dispersion', 'margin', 'entropy', 'correct')
 
 

@@ -16,6 +16,8 @@ import dataclasses
 import math
 from typing import Any
 
+from absl import logging
+
 import flax
 import flax.linen as nn
 import jax
@@ -41,7 +43,12 @@ class TrainState:
 
 @flax.struct.dataclass
 class DeviceData:
-  """The dataset on device (replicated uint8 images, int32 labels) and its normalisation."""
+  """The dataset on device (uint8 images, int32 labels) and its normalisation.
+
+  ``train_images`` is replicated, or split along the samples over ``data`` when
+  ``dataset.placement`` says so (padded to a multiple of the device count; batches are then
+  gathered with :func:`parallel.gather_rows`). Everything else is replicated.
+  """
   train_images: Array
   train_labels: Array
   test_images: Array
@@ -50,13 +57,40 @@ class DeviceData:
   std: Array
 
 
-def put_data(dataset, mesh: Mesh) -> DeviceData:
-  """Copies a host ``data.Dataset`` to the devices once (replicated; CIFAR is ~180 MB)."""
-  mean, std = input_pipeline.channel_stats(dataset.train_images)
-  return parallel.put_replicated(DeviceData(
-      train_images=dataset.train_images, train_labels=dataset.train_labels.astype(np.int32),
+def shards_train_images(cfg) -> bool:
+  """``dataset.placement``: ``sharded``, ``replicated``, or ``auto`` = sharded when the run has
+  several processes (each host then loads only its devices' rows)."""
+  placement = cfg.dataset.placement
+  return placement == 'sharded' or (placement == 'auto' and jax.process_count() > 1)
+
+
+def put_data(dataset, mesh: Mesh, shard_train: bool = False) -> DeviceData:
+  """Copies a host ``data.Dataset`` to the devices once.
+
+  Replicated, every device holds the training images (CIFAR's are 150 MB). Sharded, each
+  device holds ``1 / devices`` of them, each process reads only its own devices' rows, and the
+  normalisation statistics are summed exactly over the processes.
+  """
+  if shard_train:
+    n, channels = dataset.train_images.shape[0], dataset.train_images.shape[-1]
+    images = parallel.put_rows(dataset.train_images, parallel.round_up(n, mesh.size), mesh)
+    local = [0] * (2 * channels + 1)  # sums, sums of squares, count over this process's rows
+    for a, b in parallel.local_row_ranges(images):
+      if a < n:
+        total, squares, count = input_pipeline.channel_sums(dataset.train_images, (a, min(b, n)))
+        local = [x + y for x, y in zip(local, total + squares + [count])]
+    sums = parallel.sum_over_processes(local)
+    mean, std = input_pipeline.stats_from_sums(sums[:channels], sums[channels:-1], sums[-1])
+    logging.info('process %d holds training images %s of %d', jax.process_index(),
+                 ', '.join(f'[{a}, {min(b, n)})' for a, b in parallel.local_row_ranges(images)), n)
+  else:
+    images = parallel.put_replicated(dataset.train_images, mesh)
+    mean, std = input_pipeline.channel_stats(dataset.train_images)
+  rest = parallel.put_replicated(dict(
+      train_labels=dataset.train_labels.astype(np.int32),
       test_images=dataset.test_images, test_labels=dataset.test_labels.astype(np.int32),
       mean=mean, std=std), mesh)
+  return DeviceData(train_images=images, **rest)
 
 
 MIN_BUCKET = 2048
@@ -142,6 +176,7 @@ class Trainer:
     self.chunk = parallel.round_up(t.eval_batch_size, d)
     self.tx = make_optimizer(t)
     self.recording = Recording.from_config(cfg)
+    self.shard_train = shards_train_images(cfg)
     self.compute_dtype = jnp.bfloat16 if cfg.model.dtype == 'bfloat16' else jnp.float32
     rep = parallel.replicated(mesh)
     self.init = jax.jit(self._init, out_shardings=rep)
@@ -189,7 +224,10 @@ class Trainer:
                       opt_state=self.tx.init(params))
 
   def _inputs(self, data: DeviceData, idx: Array, keys: Array | None, train_split=True):
-    images = (data.train_images if train_split else data.test_images)[idx]
+    if train_split and self.shard_train:
+      images = parallel.gather_rows(data.train_images, idx, self.mesh)
+    else:
+      images = (data.train_images if train_split else data.test_images)[idx]
     if keys is not None:
       images = input_pipeline.random_crop_flip(keys, images)
     return input_pipeline.normalize(images, data.mean, data.std, self.compute_dtype)

@@ -78,6 +78,27 @@ def test_image_folder_reads_the_standard_layout_and_caches_by_fingerprint(tmp_pa
   assert changed.train_images[4].max() == 0 and len(os.listdir(cache)) == 2
 
 
+def test_lazy_folder_decodes_only_the_rows_read_and_a_cache_is_memory_mapped(tmp_path,
+                                                                              monkeypatch):
+  expected = write_folder(tmp_path / 'ds')
+  decoded = []
+  real = data._decode
+  monkeypatch.setattr(data, '_decode', lambda path: decoded.append(path) or real(path))
+  ds = data.image_folder(str(tmp_path / 'ds'), cache_dir=str(tmp_path / 'cache'), lazy=True)
+  assert isinstance(ds.train_images, data.FolderRows) and ds.train_images.shape == (12, 8, 8, 3)
+  assert not os.path.exists(tmp_path / 'cache')  # nothing decoded in full, nothing cached
+  decoded.clear()
+  np.testing.assert_array_equal(ds.train_images[5:8], expected['train'][0][5:8])
+  assert len(decoded) == 3
+  np.testing.assert_array_equal(ds.train_images[4, :, :, 1], expected['train'][0][4, :, :, 1])
+  np.testing.assert_array_equal(np.asarray(ds.train_images), expected['train'][0])
+  monkeypatch.undo()
+  data.image_folder(str(tmp_path / 'ds'), cache_dir=str(tmp_path / 'cache'))  # writes the cache
+  cached = data.image_folder(str(tmp_path / 'ds'), cache_dir=str(tmp_path / 'cache'), lazy=True)
+  assert isinstance(cached.train_images, np.memmap)
+  np.testing.assert_array_equal(cached.train_images, expected['train'][0])
+
+
 def test_load_dataset_folder_source_via_config(tmp_path):
   write_folder(tmp_path / 'ds')
   cfg = config_lib.base_config()

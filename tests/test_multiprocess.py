@@ -1,4 +1,8 @@
-"""Two processes x 2 CPU devices (jax.distributed, gloo) select exactly what 1 process x 4 does."""
+"""Two processes x 2 CPU devices (jax.distributed, gloo) select exactly what 1 process x 4 does.
+
+The one process holds the training images replicated; the two processes (``dataset.placement=
+auto``) split them, each loading only its own devices' rows: the selections must still agree.
+"""
 
 import os
 import socket
@@ -29,6 +33,9 @@ def test_two_processes_select_the_same_ids_as_one(tmp_path):
   for p, (_, err) in zip(procs, outs):
     assert p.returncode == 0, err[-3000:]
   assert '4 cpu device(s)' in outs[0][1]  # one global mesh over both processes
+  # dataset.placement=auto shards the training images over the processes: each loads its half.
+  assert 'process 0 holds training images [0, 150), [150, 300) of 600' in outs[0][1]
+  assert 'process 1 holds training images [300, 450), [450, 600) of 600' in outs[1][1]
   one, two = load_results(tmp_path / 'one'), load_results(tmp_path / 'two')
   assert len(one['rounds']) == len(two['rounds']) == TINY['al.rounds'] + 1
   for a, b in zip(one['rounds'], two['rounds']):
