@@ -1,8 +1,11 @@
 """The files oracle and the label ledger: queries out, validated answers in, nothing ever lost."""
 
+import contextlib
 import csv
+import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -44,14 +47,24 @@ def ledger_bytes(workdir):
   return open(path, 'rb').read() if os.path.exists(path) else b''
 
 
+@pytest.fixture(scope='module')
+def _waiting_template(tmp_path_factory):
+  """One files-oracle run stopped after round 0 (trained once per module, then copied)."""
+  workdir = str(tmp_path_factory.mktemp('oracle') / 'w')
+  out = io.StringIO()
+  with contextlib.redirect_stdout(out):
+    state = run_experiment(tiny_config(oracle='files'), workdir)
+  assert int(state.round) == 1
+  assert 'waiting for labels: 50 queried sample(s)' in out.getvalue()
+  return workdir
+
+
 @pytest.fixture
-def waiting_run(tmp_path, capsys):
-  """A files-oracle run stopped after round 0, waiting for 50 labels."""
+def waiting_run(_waiting_template, tmp_path):
+  """A files-oracle run stopped after round 0, waiting for 50 labels (a private copy)."""
   cfg = tiny_config(oracle='files')
   workdir = str(tmp_path / 'w')
-  state = run_experiment(cfg, workdir)
-  assert int(state.round) == 1
-  assert 'waiting for labels: 50 queried sample(s)' in capsys.readouterr().out
+  shutil.copytree(_waiting_template, workdir)
   return cfg, workdir
 
 
