@@ -57,7 +57,7 @@ def test_matches_numpy_reference(t, n, c, p_missing, concentrate):
   np.testing.assert_array_equal(got, reference(h))
 
 
-@pytest.mark.parametrize('block', [1, 128, 1000, 4096])
+@pytest.mark.parametrize('block', [1, 128, 1000, 3001, 4096])  # 3001: one block (GPU/TPU)
 def test_blocking_does_not_change_the_result(block):
   rng = np.random.default_rng(block)
   h = random_history(rng, 50, 3001, 10, p_missing=0.1)

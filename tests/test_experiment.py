@@ -154,9 +154,15 @@ def test_resuming_with_a_different_config_is_refused(tmp_path):
     run_experiment(tiny_config(**{'al.rounds': 1, 'train.learning_rate': 0.1}), str(tmp_path))
 
 
-def test_bald_without_dropout_is_refused():
-  with pytest.raises(JaxdispError, match='needs Monte-Carlo dropout'):
-    config_lib.validate(tiny_config(strategy='bald'))
+@pytest.mark.parametrize('overrides, message', [
+    ({'strategy': 'bald'}, 'needs Monte-Carlo dropout'),
+    ({'dataset.placement': 'everywhere'}, "dataset.placement='everywhere' must be"),
+    ({'dispersion.record_from_epoch': 6}, r'record_from_epoch=6 must be in \[0, train.epochs=6\)'),
+    ({'al.pool_subset': 10}, 'smaller than al.budget=50'),
+])
+def test_inconsistent_config_values_are_refused(overrides, message):
+  with pytest.raises(JaxdispError, match=message):
+    config_lib.validate(tiny_config(**overrides))
 
 
 def test_diverging_training_stops_naming_epoch_and_step_and_keeps_the_checkpoint(tmp_path):
