@@ -8,8 +8,9 @@ Each benchmark runs in its own process (``python benchmarks/<name>.py [--quick] 
 device-count flags and jax state never leak between them; a forced host device count in
 ``XLA_FLAGS`` (e.g. the test suite's 4 simulated devices) is removed, since every benchmark but
 ``device_scaling`` measures one device and that one sets its own. Writes
-``<out>/run_all[_quick].json`` (summary rows, per-benchmark exit status and wall time) next to the
-benchmarks' own JSON files; exits 1 if any benchmark failed.
+``<out>/run_all[_quick].json`` (``run_all_only[_quick].json`` with ``--only``; summary rows,
+per-benchmark exit status and wall time) next to the benchmarks' own JSON files; exits 1 if any
+benchmark failed.
 
 ``--quick`` numbers are a smoke test, not measurements: the sizes are tiny, two benchmarks run
 at the same time (``--jobs``), and a fresh persistent compilation cache is shared between them
@@ -190,7 +191,9 @@ def main(argv=None):
       'files': {n: os.path.join(args.out, f'{n}_quick.json' if args.quick else f'{n}.json')
                 for n in names},
   }
-  path = _common.write_json(args.out, 'run_all', args.quick, summary)
+  # A subset run (--only) must not replace the summary of the full run.
+  path = _common.write_json(args.out, 'run_all_only' if args.only else 'run_all', args.quick,
+                            summary)
   print(f'\n===== summary ({"--quick: smoke sizes, not measurements; " if args.quick else ""}'
         f'{wall:.0f} s in all, {jobs} at a time) =====')
   print(_common.table(['benchmark', 'metric', 'value', 'goal', 'verdict'], rows))
