@@ -165,6 +165,14 @@ def set_keys(cfg, overrides: dict):
   return cfg
 
 
+def free_port() -> int:
+  """A TCP port on localhost that is free now (for a jax.distributed coordinator)."""
+  import socket  # pylint: disable=g-import-not-at-top
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    return s.getsockname()[1]
+
+
 def add_xla_flag(flag: str) -> None:
   """Appends ``flag`` to ``XLA_FLAGS`` (effective only before jax initialises a backend)."""
   flags = os.environ.get('XLA_FLAGS', '').split()

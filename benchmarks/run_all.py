@@ -140,6 +140,10 @@ def summary_rows(results: dict, quick: bool = False) -> list[list]:
         timing=False)
     add('', 'max test-accuracy difference vs 1 device', s['max_accuracy_diff'], '0',
         s['max_accuracy_diff'] == 0, timing=False)
+    if s.get('process_layouts'):
+      same = s['processes_selected_ids_identical']
+      add('', f'same selected ids on {s["process_layouts"]} processes x devices',
+          'yes' if same else 'NO', 'yes', same, timing=False)
   r = (results.get('torch_reference') or {}).get('headline')
   if r:
     if not r.get('measured'):
