@@ -177,6 +177,11 @@ class Trainer:
     self.tx = make_optimizer(t)
     self.recording = Recording.from_config(cfg)
     self.shard_train = shards_train_images(cfg)
+    # Several (simulated) CPU devices: wait for each step before dispatching the next. With
+    # several collective programs in flight on 2 busy cores, XLA:CPU's rendezvous deadlocked in
+    # about a third of the runs here (then aborts after 40 s); one at a time it never did, and on
+    # CPU running ahead buys little.
+    self.one_program_at_a_time = mesh.devices.flat[0].platform == 'cpu' and d > 1
     self.compute_dtype = jnp.bfloat16 if cfg.model.dtype == 'bfloat16' else jnp.float32
     rep = parallel.replicated(mesh)
     self.init = jax.jit(self._init, out_shardings=rep)
@@ -343,8 +348,13 @@ class Trainer:
     for s in range(-(-n // self.batch_size)):
       state, sums = self._step_jit(jnp.int32(s), state, sums, data, shuffled, num_labeled,
                                    k_steps)
+      if self.one_program_at_a_time:
+        jax.block_until_ready(sums)
     num_steps = jnp.int32(-(-n // self.batch_size))
-    return self._end_jit(state, history, sums, data, pool, num_pool, k_pool, lr, num_steps)
+    out = self._end_jit(state, history, sums, data, pool, num_pool, k_pool, lr, num_steps)
+    if self.one_program_at_a_time:
+      jax.block_until_ready(out)
+    return out
 
   def _evaluate(self, state: TrainState, data: DeviceData) -> Array:
     """Top-1 accuracy on the test split (eval mode, no augmentation)."""
