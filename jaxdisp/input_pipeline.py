@@ -16,22 +16,20 @@ import numpy as np
 Array = jax.Array
 
 
-def channel_sums(images, rows: tuple[int, int] | None = None, chunk: int = 4096):
-  """Exact per-channel sums of the uint8 values and of their squares over ``images[a:b]``.
+def channel_sums(images, chunk: int = 4096):
+  """Exact per-channel sums of the uint8 values and of their squares, and the values per channel.
 
   Python ints (exact at any size), read ``chunk`` images at a time: works on memory maps and
-  lazily decoded folders without loading them whole. Returns (sums, sums of squares, values).
+  lazily decoded folders without loading them whole.
   """
-  a, b = rows if rows is not None else (0, images.shape[0])
-  channels = images.shape[-1]
+  n, channels = images.shape[0], images.shape[-1]
   total, squares = [0] * channels, [0] * channels
-  for i in range(a, b, chunk):
-    x = np.asarray(images[i:min(i + chunk, b)]).reshape(-1, channels).astype(np.int64)
+  for i in range(0, n, chunk):
+    x = np.asarray(images[i:min(i + chunk, n)]).reshape(-1, channels).astype(np.int64)
     s, ss = x.sum(0), (x * x).sum(0)  # < 2^63 for chunks of up to ~10^9 values
     total = [t + int(v) for t, v in zip(total, s)]
     squares = [t + int(v) for t, v in zip(squares, ss)]
-  count = (b - a) * int(np.prod(images.shape[1:-1]))
-  return total, squares, count
+  return total, squares, n * int(np.prod(images.shape[1:-1]))
 
 
 def stats_from_sums(total, squares, count) -> tuple[np.ndarray, np.ndarray]:

@@ -56,12 +56,13 @@ def put_sharded(x: np.ndarray, mesh: Mesh, axis: int = 0) -> jax.Array:
   return _global_array(x, sharded(mesh, np.ndim(x), axis))
 
 
-def put_rows(rows, num_rows: int, mesh: Mesh) -> jax.Array:
+def put_rows(rows, num_rows: int, mesh: Mesh, on_rows: Callable | None = None) -> jax.Array:
   """``rows`` (anything sliceable along axis 0: an array, a memory map, ``data.FolderRows``)
   padded with zeros to ``num_rows`` and split along axis 0 over ``data``.
 
-  Each process reads only the rows of its own devices' shards (``rows[a:b]``), so a multi-host
-  run never loads the whole dataset on one host.
+  Each process reads only the rows of its own devices' shards (``rows[a:b]``, once each), so a
+  multi-host run never loads the whole dataset on one host. ``on_rows(block)`` sees every block of
+  real rows read (e.g. to compute statistics without reading them again).
   """
   n, tail = rows.shape[0], tuple(rows.shape[1:])
   sharding = sharded(mesh, 1 + len(tail))
@@ -70,7 +71,10 @@ def put_rows(rows, num_rows: int, mesh: Mesh) -> jax.Array:
     lo, hi, _ = index[0].indices(num_rows)
     out = np.zeros((hi - lo, *tail), rows.dtype)
     if lo < n:
-      out[:min(hi, n) - lo] = rows[lo:min(hi, n)]
+      block = np.asarray(rows[lo:min(hi, n)])
+      out[:len(block)] = block
+      if on_rows is not None:
+        on_rows(block)
     return out
 
   return jax.make_array_from_callback((num_rows, *tail), sharding, shard)

@@ -73,12 +73,14 @@ def put_data(dataset, mesh: Mesh, shard_train: bool = False) -> DeviceData:
   """
   if shard_train:
     n, channels = dataset.train_images.shape[0], dataset.train_images.shape[-1]
-    images = parallel.put_rows(dataset.train_images, parallel.round_up(n, mesh.size), mesh)
     local = [0] * (2 * channels + 1)  # sums, sums of squares, count over this process's rows
-    for a, b in parallel.local_row_ranges(images):
-      if a < n:
-        total, squares, count = input_pipeline.channel_sums(dataset.train_images, (a, min(b, n)))
-        local = [x + y for x, y in zip(local, total + squares + [count])]
+
+    def tally(block):  # each block of real rows as it is loaded (not read twice)
+      total, squares, count = input_pipeline.channel_sums(block)
+      local[:] = [x + y for x, y in zip(local, total + squares + [count])]
+
+    images = parallel.put_rows(dataset.train_images, parallel.round_up(n, mesh.size), mesh,
+                               on_rows=tally)
     sums = parallel.sum_over_processes(local)
     mean, std = input_pipeline.stats_from_sums(sums[:channels], sums[channels:-1], sums[-1])
     logging.info('process %d holds training images %s of %d', jax.process_index(),
