@@ -5,7 +5,8 @@ instead of ResNet18; 20 epochs instead of 100 (the step schedule keeps its 60%/8
 1,000 initial labels + 4 rounds x 1,000; each round scores a keyed random 5,000-image subset of
 the unlabeled pool after every epoch (T = 20); dropout 0.3 before the classifier (so the
 report can rank the pool by BALD too). Everything else is the paper's protocol. One
-experiment takes about 5 minutes on 2 CPU cores.
+experiment took 10-18 minutes on 2 CPU cores here (with other work on the machine); the
+3 strategies x 3 seeds of docs/results/ took 2 h 7 min.
 
   python -m jaxdisp.sweep --config configs/cifar10_cpu.py \
       --strategies dispersion,random,entropy --seeds 0,1,2 --workdir runs/cifar10_cpu
