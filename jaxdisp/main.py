@@ -67,7 +67,10 @@ def run_experiment(cfg, workdir: str):
   config_lib.validate(cfg)
   dataset = data.load_dataset(cfg.dataset, lazy=train.shards_train_images(cfg))
   config_lib.validate_against_data(cfg, dataset.num_train, dataset.num_classes)
-  os.makedirs(workdir, exist_ok=True)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise JaxdispError(f'cannot create --workdir {workdir}: {e.strerror or e}') from None
   primary = jax.process_index() == 0  # the one process that writes outputs (all checkpoint)
   if primary:
     reporting.remove_stale_temporaries(workdir)
@@ -75,8 +78,12 @@ def run_experiment(cfg, workdir: str):
                dataset.num_train, dataset.num_test, dataset.num_classes, jax.device_count(),
                jax.devices()[0].platform)
 
-  ckpt = checkpointing.Checkpointer(checkpoint_dir(cfg, workdir), cfg.train.epochs,
-                                   cfg.checkpoint.every_epochs)
+  try:
+    ckpt = checkpointing.Checkpointer(checkpoint_dir(cfg, workdir), cfg.train.epochs,
+                                     cfg.checkpoint.every_epochs)
+  except OSError as e:
+    raise JaxdispError(f'cannot use the checkpoint folder {checkpoint_dir(cfg, workdir)}: '
+                       f'{e.strerror or e}') from None
   saved = ckpt.round_meta()
   if saved is not None:
     diff = _config_diff(saved['config'], cfg.to_dict())

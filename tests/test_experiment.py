@@ -133,6 +133,7 @@ def test_same_seed_selects_the_same_ids_and_another_seed_does_not(tmp_path):
     ('--config.dataset.source=tfds', 'not prepared'),
     ('--config.train.nosuchkey=1', "unknown config key 'nosuchkey'"),
     ('--config.train.epochs=abc', 'invalid literal'),
+    ('--config.checkpoint.dir=/dev/null/ck', 'cannot use the checkpoint folder /dev/null/ck'),
 ])
 def test_bad_input_exits_nonzero_with_one_line(override, message, tmp_path):
   extra = [override]
