@@ -160,9 +160,16 @@ def sharded_label_dispersion(history: Array, num_classes: int, mesh: Mesh, axis:
   """
   if mesh.size == 1:
     return label_dispersion(history, num_classes, **options)
-  fn = jax.shard_map(lambda h: label_dispersion(h, num_classes, **options), mesh=mesh,
-                     in_specs=P(None, axis), out_specs=P(axis), check_vma=False)
-  return fn(history)
+  return _sharded_kernel(num_classes, mesh, axis, tuple(sorted(options.items())))(history)
+
+
+@functools.lru_cache(maxsize=None)
+def _sharded_kernel(num_classes: int, mesh: Mesh, axis: str, options: tuple):
+  """One jitted ``shard_map`` per (classes, mesh, options): built once, so a round compiles
+  nothing new (a fresh function per call would be a fresh compilation per call)."""
+  kernel = functools.partial(label_dispersion, num_classes=num_classes, **dict(options))
+  return jax.jit(jax.shard_map(kernel, mesh=mesh, in_specs=P(None, axis), out_specs=P(axis),
+                               check_vma=False))
 
 
 def class_counts(history: Array, num_classes: int) -> Array:

@@ -172,3 +172,18 @@ def test_diverging_training_stops_naming_epoch_and_step_and_keeps_the_checkpoint
   with pytest.raises(NumericalError, match=r'NaN/inf in round 0, epoch \d+, step \d+'):
     run_experiment(cfg, str(tmp_path))
   assert not os.path.exists(tmp_path / 'results.json')  # no round was recorded on bad numbers
+
+
+def test_rounds_after_the_first_compile_nothing_on_four_devices():
+  """The labeled set grows within one bucket: round 1 reuses every program of round 0."""
+  from jaxdisp import al_loop, data, diagnostics  # pylint: disable=g-import-not-at-top
+  diagnostics.enable()
+  cfg = tiny_config()
+  exp = al_loop.Experiment.create(cfg, data.load_dataset(cfg.dataset))
+  assert exp.mesh.size == 4
+  state = al_loop.al_round(exp.initial_state(), exp)  # round 0: compiles
+  before = diagnostics.compile_counts()
+  state = al_loop.al_round(state, exp)  # round 1: trains, scores, selects again
+  after = diagnostics.compile_counts()
+  assert len(state.selected(1)) == cfg.al.budget
+  assert {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)} == {}
