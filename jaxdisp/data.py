@@ -24,6 +24,7 @@ import concurrent.futures
 import dataclasses
 import hashlib
 import os
+import shutil
 import tempfile
 
 import numpy as np
@@ -199,14 +200,16 @@ def _decode(path: str) -> np.ndarray:
     raise DataError(f'cannot decode image {path}: {type(e).__name__}: {e}'.splitlines()[0]) from e
 
 
-def _decode_all(root: str, files) -> np.ndarray:
+def _decode_all(root: str, files, like: tuple[str, tuple] | None = None) -> np.ndarray:
+  """Decodes ``files`` into one uint8 array; every image must have the shape of ``like``
+  (a reference path and its shape; default: the first of ``files``)."""
   paths = [os.path.join(root, rel) for rel, _ in files]
   with concurrent.futures.ThreadPoolExecutor(max(2, min(8, os.cpu_count() or 2))) as pool:
     arrays = list(pool.map(_decode, paths, chunksize=256))
-  shape = arrays[0].shape
+  ref, shape = like or (paths[0], arrays[0].shape)
   for path, a in zip(paths, arrays):
     if a.shape != shape:
-      raise DataError(f'image {path} is {a.shape[1]}x{a.shape[0]}, but {paths[0]} is '
+      raise DataError(f'image {path} is {a.shape[1]}x{a.shape[0]}, but {ref} is '
                       f'{shape[1]}x{shape[0]}: resize the folder to one size first')
   return np.stack(arrays)
 
@@ -240,13 +243,8 @@ class FolderRows:
   def _decode(self, ids: np.ndarray) -> np.ndarray:
     if not len(ids):
       return np.zeros((0, *self.shape[1:]), np.uint8)
-    rows = _decode_all(self._root, [self._files[i] for i in ids])
-    if rows.shape[1:] != self.shape[1:]:
-      raise DataError(f'image {os.path.join(self._root, self._files[ids[0]][0])} is '
-                      f'{rows.shape[2]}x{rows.shape[1]}, but '
-                      f'{os.path.join(self._root, self._files[0][0])} is '
-                      f'{self.shape[2]}x{self.shape[1]}: resize the folder to one size first')
-    return rows
+    first = os.path.join(self._root, self._files[0][0])
+    return _decode_all(self._root, [self._files[i] for i in ids], like=(first, self.shape[1:]))
 
   def __array__(self, dtype=None, copy=None):
     del copy
@@ -294,7 +292,6 @@ def _write_cache(path: str, train: np.ndarray, test: np.ndarray) -> None:
     os.replace(tmp, path)
   finally:
     if os.path.isdir(tmp):
-      import shutil  # pylint: disable=g-import-not-at-top
       shutil.rmtree(tmp, ignore_errors=True)
 
 
