@@ -1,0 +1,87 @@
+r"""Writes tests/golden/tiny_demo.json: the selected ids and test accuracies of every built-in
+strategy on the tiny demo config (4 simulated CPU devices), and of two strategies on 1 device.
+
+  python tests/golden/make_golden.py [--out tests/golden/tiny_demo.json]
+
+The file pins results bit for bit across refactors (tests/test_experiment.py compares against
+it). Run it only when a change is *meant* to change results, and say so in the commit.
+"""
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+
+os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=4')
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))  # tests/
+sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # the repository's jaxdisp first
+
+BUILTIN = ('dispersion', 'random', 'entropy', 'margin', 'least_confidence', 'bald', 'coreset')
+ONE_DEVICE = ('dispersion', 'coreset')
+
+
+def cases():
+  """(name, strategy, overrides) of every pinned run."""
+  out = []
+  for s in BUILTIN:
+    extra = {'model.dropout': 0.3} if s == 'bald' else {}
+    out.append((s, s, extra))
+  for s in ONE_DEVICE:
+    out.append((f'{s}@1device', s, {'num_devices': 1}))
+  return out
+
+
+def platform_id() -> dict:
+  import jax, jaxlib  # pylint: disable=g-import-not-at-top,multiple-imports
+  cpu = ''
+  try:
+    with open('/proc/cpuinfo') as f:
+      cpu = next((l.split(':', 1)[1].strip() for l in f if l.startswith('model name')), '')
+  except OSError:
+    pass
+  return {'jax': jax.__version__, 'jaxlib': jaxlib.__version__, 'machine': platform.machine(),
+          'cpu': cpu}
+
+
+def run_case(strategy, overrides, workdir) -> dict:
+  try:
+    from _helpers import tiny_config  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    from test_experiment import tiny_config  # pylint: disable=g-import-not-at-top
+  try:
+    from jaxdisp.experiment import run  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    from jaxdisp.main import run_experiment as run  # pylint: disable=g-import-not-at-top
+  run(tiny_config(strategy=strategy, **overrides), workdir)
+  with open(os.path.join(workdir, 'results.json')) as f:
+    res = json.load(f)
+  return summarize(res)
+
+
+def summarize(res: dict) -> dict:
+  return {'selected': [r['selected'] for r in res['rounds']],
+          'test_accuracy': [r['test_accuracy'] for r in res['rounds']]}
+
+
+def main():
+  p = argparse.ArgumentParser()
+  p.add_argument('--out', default=os.path.join(HERE, 'tiny_demo.json'))
+  args = p.parse_args()
+  doc = {'platform': platform_id(), 'runs': {}}
+  for name, strategy, overrides in cases():
+    with tempfile.TemporaryDirectory() as d:
+      doc['runs'][name] = run_case(strategy, overrides, d)
+    print(name, doc['runs'][name]['test_accuracy'], flush=True)
+  with open(args.out, 'w') as f:
+    json.dump(doc, f, indent=1)
+    f.write('\n')
+
+
+if __name__ == '__main__':
+  main()
