@@ -134,7 +134,7 @@ def _fmt(c) -> str:
   return '-' if c is None else str(c)
 
 
-# The demo config shrunk to seconds (the TINY dict of tests/test_experiment.py).
+# The demo config shrunk to seconds (the TINY dict of tests/_helpers.py).
 TINY = {
     'dataset.num_train': 600, 'dataset.num_test': 200, 'dataset.image_size': 16,
     'model.width': 8, 'train.epochs': 6, 'train.batch_size': 32, 'train.eval_batch_size': 128,
@@ -156,12 +156,9 @@ def demo_config(overrides: dict):
 
 
 def set_keys(cfg, overrides: dict):
+  from jaxdisp import config_lib  # pylint: disable=g-import-not-at-top
   for key, value in overrides.items():
-    node = cfg
-    *parents, leaf = key.split('.')
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
+    config_lib.set_key(cfg, key, value)
   return cfg
 
 

@@ -3,7 +3,7 @@
 * :func:`measure_round`: wall time of ``jaxdisp.al_loop.al_round`` (train from scratch with the
   pool scored after every epoch, test evaluation, dispersion, selection) after a warm-up round,
   plus the number of XLA compilations during the timed rounds (should be 0).
-* :func:`measure_epochs`: one training epoch of the real ``Trainer`` without recording
+* :func:`measure_epochs`: one training epoch of the real trainer without recording
   (``strategy='random'``) and with recording (``strategy='dispersion'``), interleaved; their
   difference is the in-epoch pool-scoring cost (the record path, inside the compiled epoch end).
 * :func:`measure_ceilings`: the model alone, jitted, on the same shapes: one forward+backward+
@@ -69,21 +69,22 @@ def experiment(spec: dict, strategy: str = 'dispersion'):
 def measure_round(spec: dict, exp, reps: int = 2) -> dict:
   """Wall time of one ``al_round`` (round 0, dispersion) after a warm-up round."""
   import time  # pylint: disable=g-import-not-at-top
-  from jaxdisp import al_loop, diagnostics  # pylint: disable=g-import-not-at-top
-  diagnostics.enable()
+  from jaxdisp import compile_counter, experiment  # pylint: disable=g-import-not-at-top
+  compile_counter.enable()
   state0 = exp.initial_state()
+  runner = experiment.Runner(exp)  # a timed round, no checkpoints or outputs
   t0 = time.perf_counter()
-  warm = al_loop.al_round(state0, exp)  # compiles everything a round uses
+  warm = runner.round(state0)  # compiles everything a round uses
   first = time.perf_counter() - t0
-  before = diagnostics.compile_counts()
+  before = compile_counter.compile_counts()
   walls, parts = [], []
   for _ in range(reps):
     t0 = time.perf_counter()
-    s = al_loop.al_round(state0, exp)
+    s = runner.round(state0)
     walls.append(time.perf_counter() - t0)
     parts.append([float(x) for x in s.seconds[0]])
     assert (s.selected(0) == warm.selected(0)).all()  # al_round is a pure function of its input
-  after = diagnostics.compile_counts()
+  after = compile_counter.compile_counts()
   compiled = {k: n - before.get(k, 0) for k, n in after.items() if n != before.get(k, 0)}
   return {'wall_s': _common.median(walls), 'wall_runs_s': walls, 'first_round_s': first,
           'seconds': dict(zip(('train', 'score', 'select'), parts[walls.index(min(walls))])),
@@ -101,19 +102,20 @@ def measure_epochs(spec: dict, exp, reps: int = 3) -> dict:
   """
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
+  from jaxdisp import train  # pylint: disable=g-import-not-at-top
   fns = {}
-  init = exp.trainer.init(jax.random.PRNGKey(0))
+  init = exp.steps.init(jax.random.PRNGKey(0))
   for name, e in (('train_only', experiment(spec, 'random')), ('train_and_record', exp)):
-    tr = e.trainer
-    labeled, nl = tr.index_buffer(np.arange(spec['labeled']), e.labeled_capacity)
-    pool, npool = tr.index_buffer(np.arange(spec['labeled'], spec['labeled'] + spec['pool']),
-                                  e.pool_capacity)
+    steps = e.steps
+    labeled, nl = train.index_buffer(np.arange(spec['labeled']), e.labeled_capacity, e.mesh)
+    pool, npool = train.index_buffer(
+        np.arange(spec['labeled'], spec['labeled'] + spec['pool']), e.pool_capacity, e.mesh)
     box = {'state': jax.tree.map(jax.numpy.copy, init),
-           'history': tr.empty_history(e.pool_capacity)}
+           'history': steps.empty_history(e.pool_capacity)}
 
-    def epoch(tr=tr, e=e, box=box, labeled=labeled, nl=nl, pool=pool, npool=npool):
+    def epoch(steps=steps, e=e, box=box, labeled=labeled, nl=nl, pool=pool, npool=npool):
       # Epochs past ``train.epochs`` cost the same (the row index is clamped), so no re-init.
-      box['state'], box['history'], metrics = tr.train_epoch(
+      box['state'], box['history'], metrics = steps.train_epoch(
           box['state'], box['history'], e.data, labeled, nl, pool, npool,
           jax.random.PRNGKey(1))
       return box['state'], box['history'], metrics
@@ -148,7 +150,7 @@ def merge_ceilings(a: dict, b: dict) -> dict:
           'steps': a['steps'], 'chunks': a['chunks'], 'runs': runs}
 
 
-def random_train_state(trainer, seed: int = 0):
+def random_train_state(setup, seed: int = 0):
   """A ``train.TrainState`` with He-normal weights made on the host (no compiled ``init``).
 
   Throughput does not depend on the weights' values, and ``jax.jit(model.init)`` takes longer to
@@ -158,8 +160,8 @@ def random_train_state(trainer, seed: int = 0):
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from jaxdisp import parallel, train  # pylint: disable=g-import-not-at-top
-  shapes = jax.eval_shape(functools.partial(trainer.model.init, train=False), jax.random.key(0),
-                          jnp.zeros((1, *trainer.image_shape), jnp.float32))
+  shapes = jax.eval_shape(functools.partial(setup.model.init, train=False), jax.random.key(0),
+                          jnp.zeros((1, *setup.image_shape), jnp.float32))
   rng = np.random.default_rng(seed)
 
   def fill(path, leaf):
@@ -175,8 +177,8 @@ def random_train_state(trainer, seed: int = 0):
   params = variables['params']
   state = train.TrainState(epoch=np.int32(0), params=params,
                            batch_stats=variables.get('batch_stats', {}),
-                           opt_state=trainer.tx.init(params))
-  return parallel.put_replicated(jax.tree.map(np.asarray, state), trainer.mesh)
+                           opt_state=setup.tx.init(params))
+  return parallel.put_replicated(jax.tree.map(np.asarray, state), setup.mesh)
 
 
 def variables_of(train_state) -> dict:
@@ -187,7 +189,7 @@ def ceiling_fns(spec: dict, variables, steps: int, chunks: int) -> dict:
   """Bare jitted model functions on the spec's shapes: ``train()`` runs ``steps`` updates,
   ``forward()`` ``chunks`` eval-mode forwards (each returns something to block on).
 
-  ``variables`` (params and batch_stats, e.g. from ``Trainer.init``) are copied, not consumed.
+  ``variables`` (params and batch_stats, e.g. from ``Steps.init``) are copied, not consumed.
   """
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top

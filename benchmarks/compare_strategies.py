@@ -36,12 +36,12 @@ def load_config(path: str, overrides: dict):
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   cfg = module.get_config()
+  from jaxdisp import config_lib  # pylint: disable=g-import-not-at-top
+  flat = config_lib.flatten(cfg)
   for key, value in overrides.items():
-    node = cfg
-    *parents, leaf = key.split('.')
-    for p in parents:
-      node = node[p]
-    node[leaf] = type(node[leaf])(value) if not isinstance(node[leaf], tuple) else value
+    current = flat.get(key)
+    config_lib.set_key(cfg, key, value if isinstance(current, tuple) or current is None
+                       else type(current)(value))
   return cfg
 
 
@@ -67,7 +67,7 @@ def main(argv=None):
   p.add_argument('--quick', action='store_true', help='tiny config, one seed (smoke test)')
   args = p.parse_args(argv)
 
-  from jaxdisp.main import run_experiment  # pylint: disable=g-import-not-at-top
+  from jaxdisp import experiment, strategies as registry  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
 
   overrides = parse_set(args.set)
@@ -81,10 +81,11 @@ def main(argv=None):
   for strategy in strategies:
     for seed in seeds:
       cfg = load_config(args.config, {**overrides, 'strategy': strategy, 'seed': seed,
-                                      **({'model.dropout': 0.3} if strategy == 'bald' else {})})
+                                      **({'model.dropout': 0.3}
+                                         if registry.get(strategy).needs_dropout else {})})
       workdir = os.path.join(runs_dir, f'{strategy}-seed{seed}')
       t0 = time.perf_counter()
-      state = run_experiment(cfg, workdir)
+      state = experiment.run(cfg, workdir)
       for r in range(int(state.round)):
         table.setdefault(strategy, {}).setdefault(int(state.num_labeled[r]), []).append(
             float(state.test_accuracy[r]))

@@ -3,11 +3,11 @@ r"""XLA compilations per active-learning round over a 4-round run (goal: 0 after
   python benchmarks/compilations.py           # tiny synthetic config, 6 epochs, rounds 0..3
   python benchmarks/compilations.py --quick   # the same with 2 epochs
 
-Runs ``jaxdisp.main.run_experiment`` (the whole CLI path: checkpoints, outputs, progress) on the
-TINY config of ``tests/test_experiment.py`` with ``al.rounds=3`` (4 rounds: 100 labels + 3 x 50,
+Runs ``jaxdisp.experiment.run`` (the whole CLI path: checkpoints, outputs, progress) on the
+TINY config of ``tests/_helpers.py`` with ``al.rounds=3`` (4 rounds: 100 labels + 3 x 50,
 so the labeled set grows every round but stays in one capacity bucket) in a temporary workdir,
-with ``jaxdisp.diagnostics`` counting every real XLA compilation (``jax.monitoring``'s
-backend-compile event, by function name). ``al_loop.al_round`` is wrapped to take a snapshot at
+with ``jaxdisp.compile_counter`` counting every real XLA compilation (``jax.monitoring``'s
+backend-compile event, by function name). ``experiment.Runner.round`` is wrapped to take a snapshot at
 the start of each round, so round ``r``'s count covers everything from its start to the start of
 round ``r + 1`` (its training, scoring, selection, checkpoint and output writing); ``setup`` is
 everything before round 0 (data, experiment, restore). JAX's persistent compilation cache is
@@ -35,13 +35,12 @@ def main(argv=None):
   if args.quick:  # before jax initialises its backend
     _common.add_xla_flag('--xla_backend_optimization_level=0')
   _common.quiet_logs()
-  from jaxdisp import diagnostics  # pylint: disable=g-import-not-at-top
-  diagnostics.enable()  # before anything compiles
+  from jaxdisp import compile_counter  # pylint: disable=g-import-not-at-top
+  compile_counter.enable()  # before anything compiles
   import jax  # pylint: disable=g-import-not-at-top
   # A persistent-cache hit skips the XLA compilation (and its event): count real compilations.
   jax.config.update('jax_enable_compilation_cache', False)
-  from jaxdisp import al_loop  # pylint: disable=g-import-not-at-top
-  from jaxdisp.main import run_experiment  # pylint: disable=g-import-not-at-top
+  from jaxdisp import experiment  # pylint: disable=g-import-not-at-top
 
   overrides = {**_common.TINY, 'al.rounds': args.rounds}
   if args.quick:
@@ -49,22 +48,22 @@ def main(argv=None):
   cfg = _common.demo_config(overrides)
 
   marks = []  # (round, compile counts at its start, time)
-  original = al_loop.al_round
+  original = experiment.Runner.round
 
-  def counted_round(state, exp, hooks=al_loop.Hooks()):
-    marks.append((int(state.round), diagnostics.compile_counts(), time.perf_counter()))
-    return original(state, exp, hooks)
+  def counted_round(self, state):
+    marks.append((int(state.round), compile_counter.compile_counts(), time.perf_counter()))
+    return original(self, state)
 
   workdir = tempfile.mkdtemp(prefix='jaxdisp-compilations-')
   t0 = time.perf_counter()
-  start = diagnostics.compile_counts()
-  al_loop.al_round = counted_round
+  start = compile_counter.compile_counts()
+  experiment.Runner.round = counted_round
   try:
-    state = run_experiment(cfg, workdir)
+    state = experiment.run(cfg, workdir)
   finally:
-    al_loop.al_round = original
+    experiment.Runner.round = original
     shutil.rmtree(workdir, ignore_errors=True)
-  end = diagnostics.compile_counts()
+  end = compile_counter.compile_counts()
   t_end = time.perf_counter()
 
   def diff(a, b):
@@ -93,7 +92,7 @@ def main(argv=None):
       'wall_s': t_end - t0,
   }
   path = _common.write_json(args.out, 'compilations', args.quick, result)
-  print(f'\nXLA compilations per round (run_experiment, tiny config, {jax.device_count()} '
+  print(f'\nXLA compilations per round (experiment.run, tiny config, {jax.device_count()} '
         f'device(s), labeled per round {result["num_labeled"]}); {path}')
   print(_common.table(['window', 'compilations', 'seconds', 'functions compiled'],
                       [[w['window'], w['compilations'], w['seconds'],

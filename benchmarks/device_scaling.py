@@ -67,8 +67,8 @@ def worker(n: int, quick: bool, processes: int = 1, process_id: int = 0,
   import jax  # pylint: disable=g-import-not-at-top
   from jaxdisp import al_loop, data, train  # pylint: disable=g-import-not-at-top
   if processes > 1:
-    from jaxdisp import main as jd_main  # pylint: disable=g-import-not-at-top
-    jd_main.initialize_distributed(coordinator, processes, process_id)
+    from jaxdisp import parallel  # pylint: disable=g-import-not-at-top
+    parallel.initialize_distributed(coordinator, processes, process_id)
   cfg = _common.demo_config({**overrides(quick), 'num_devices': n})
   t0 = time.perf_counter()
   dataset = data.load_dataset(cfg.dataset, lazy=train.shards_train_images(cfg))

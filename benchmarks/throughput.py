@@ -7,11 +7,11 @@ r"""Train and pool-scoring throughput vs a model-only ceiling, and the efficienc
 Part 1, throughput grid: for each model (ResNet18 at widths 16/32/64, the small CNN at width 16)
 and batch size, on 32x32x3 synthetic images, one device:
 
-* train: one epoch of the real ``Trainer`` (``strategy='random'``, so nothing is recorded) over
+* train: one epoch of the real trainer (``strategy='random'``, so nothing is recorded) over
   ``steps`` full batches: gather by index + crop/flip augmentation + normalisation + masked
   forward/backward + SGD, dispatched as on this platform (``train.step_loop='auto'``: from Python
   on CPU, one compiled epoch on TPU/GPU). images/s = steps * batch / epoch time.
-* pool scoring: ``Trainer.pool_outputs`` (eval-mode forward, chunked by ``eval_batch_size`` =
+* pool scoring: ``strategies.pool_outputs`` (eval-mode forward, chunked by ``eval_batch_size`` =
   the batch size, gathered from the on-device dataset) over ``chunks`` chunks.
 * ceiling: the same model alone, jitted, on the same shapes: forward+backward+the same optimizer
   update on a ready float32 batch, and a bare eval-mode forward (no gather, no augmentation, no
@@ -30,6 +30,7 @@ Timings are medians of interleaved repetitions after a warm-up (compilation excl
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
@@ -55,30 +56,34 @@ def measure_case(ds, model_name: str, width: int, batch: int, steps: int, chunks
                  reps: int) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from jaxdisp import models, parallel, train  # pylint: disable=g-import-not-at-top
+  from jaxdisp import input_pipeline, parallel, strategies, train  # pylint: disable=g-import-not-at-top
   spec = dict(model=model_name, width=width, image_size=IMAGE_SIZE, batch=batch,
               eval_batch=batch, labeled=steps * batch, pool=chunks * batch, test=batch,
               epochs=1000, num_classes=ds.num_classes)
   cfg = _rounds.config(spec, strategy='random')
   mesh = parallel.make_mesh(1)
   t0 = time.perf_counter()
-  tr = train.Trainer(models.create_model(cfg.model, ds.num_classes), cfg, mesh, ds.image_shape,
-                     ds.num_classes)
-  data = train.put_data(ds, mesh)
+  setup = train.make_setup(cfg, mesh, ds.image_shape, ds.num_classes, record=False)
+  steps_fns = train.compile_steps(setup)
+  data = input_pipeline.put_data(ds, mesh)
   n = ds.num_train
-  labeled, nl = tr.index_buffer(np.arange(steps * batch) % n,
-                                train.labeled_capacity(steps * batch, batch))
-  pool, npool = tr.index_buffer((np.arange(chunks * batch) + 7) % n,
-                                tr.pool_capacity(chunks * batch))
-  box = {'state': _rounds.random_train_state(tr), 'history': tr.empty_history(pool.shape[0])}
+  labeled, nl = train.index_buffer(np.arange(steps * batch) % n,
+                                   train.labeled_capacity(steps * batch, batch), mesh)
+  pool, npool = train.index_buffer((np.arange(chunks * batch) + 7) % n,
+                                   train.pool_capacity(setup, chunks * batch), mesh)
+  box = {'state': _rounds.random_train_state(setup),
+         'history': steps_fns.empty_history(pool.shape[0])}
+  pool_outputs = jax.jit(functools.partial(strategies.pool_outputs, setup, None),
+                         static_argnames=('outputs',))
 
   def train_epoch():
-    box['state'], box['history'], metrics = tr.train_epoch(
+    box['state'], box['history'], metrics = steps_fns.train_epoch(
         box['state'], box['history'], data, labeled, nl, pool, npool, jax.random.PRNGKey(1))
     return box['state'], metrics
 
   def pool_pass():
-    return tr.pool_outputs(box['state'], data, pool, npool, jax.random.PRNGKey(2))
+    return pool_outputs(box['state'], data, pool, npool, jax.random.PRNGKey(2),
+                        outputs=('probs',))
 
   ceil = _rounds.ceiling_fns(spec, _rounds.variables_of(box['state']), steps, chunks)
   _common.block(ceil['train']())  # compile outside the timed loop
@@ -107,7 +112,7 @@ def measure_round_spec(name: str, quick: bool) -> dict:
   reps = 1 if quick else 3
   import jax  # pylint: disable=g-import-not-at-top
   exp = _rounds.experiment(spec)
-  variables = _rounds.variables_of(exp.trainer.init(jax.random.PRNGKey(0)))
+  variables = _rounds.variables_of(exp.steps.init(jax.random.PRNGKey(0)))
   # The ceiling is measured before and after the round (median over both), so that a change in
   # the machine's background load during the round biases neither side.
   before = _rounds.measure_ceilings(spec, variables, reps=reps)

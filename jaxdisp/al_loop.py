@@ -1,4 +1,4 @@
-"""The active-learning loop: ``ALState`` and ``al_round = train -> score -> select``.
+"""The active-learning round as pure steps over explicit state.
 
 ``ALState`` is the whole experiment's state, a small pytree of host arrays:
 
@@ -10,25 +10,35 @@
   changes across epochs; ``nan`` / ``-1`` elsewhere.
 * per-round metrics ``num_labeled``, ``test_accuracy``, ``seconds`` (train, score, select).
 
-``al_round`` is a function of (state, experiment) to state; every random choice is derived from
-``(seed, round, epoch, step)`` by ``fold_in``, so a rerun, or a run resumed from any checkpoint,
-selects the same ids bit for bit on the same machine. Each round trains a new model from scratch.
+A round is five steps, each a function of its inputs only (every random choice is derived from
+``(seed, round, stream, epoch, step)`` by ``fold_in``), composed by :func:`al_round`:
+
+  ctx = begin_round(state, exp)              # fresh model, index buffers, empty history
+  ctx, metrics = train_epoch(exp, ctx)       # x train.epochs (records the pool's predictions)
+  accuracy = test_accuracy(exp, ctx)
+  scored = score_pool(exp, ctx)              # one pool pass; the strategy's scores
+  state = finish_round(state, exp, ctx, accuracy, select(exp, ctx, scored), seconds)
+
+Checkpoints, the NaN policy, preemption, progress, outputs and timing are the runner's
+(``jaxdisp.experiment``); nothing here calls back into it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import time
-from typing import Callable
+import functools
 
 import flax
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
-from absl import logging
 
-from jaxdisp import acquisition, dispersion as disp, models, parallel, train
+from jaxdisp import dispersion as disp, input_pipeline, parallel, selection, strategies, train
 from jaxdisp.data import Dataset
+from jaxdisp.errors import NumericalError
+
+Array = jax.Array
 
 # Streams of randomness, folded into the round key.
 _INIT, _TRAIN, _POOL, _ACQUIRE = range(4)
@@ -67,30 +77,42 @@ def initial_state(seed: int, num_train: int, initial_size: int, rounds: int) -> 
       seconds=np.zeros((rounds + 1, 3), np.float32))
 
 
-@dataclasses.dataclass
+def is_finished(state: ALState, cfg) -> bool:
+  return int(state.round) > cfg.al.rounds
+
+
+@dataclasses.dataclass(frozen=True)
 class Experiment:
-  """Everything fixed for a run: config, data on device, compiled functions, buffer sizes."""
-  cfg: object
+  """Everything fixed for a run: config, strategy, data on device, compiled steps, buffer sizes."""
+  cfg: ml_collections.ConfigDict
   dataset: Dataset
   mesh: object
-  data: train.DeviceData
-  trainer: train.Trainer
+  strategy: strategies.Strategy
+  setup: train.TrainSetup
+  steps: train.Steps
+  data: input_pipeline.DeviceData
+  pool_pass: object  # jitted strategies.pool_outputs(setup, cfg, ...), ``outputs`` static
   labeled_capacity: int  # fits the final labeled set: one compiled epoch for all rounds
   pool_capacity: int
 
   @classmethod
   def create(cls, cfg, dataset: Dataset, mesh=None) -> 'Experiment':
     mesh = mesh if mesh is not None else parallel.make_mesh(cfg.num_devices)
-    model = models.create_model(cfg.model, dataset.num_classes)
-    trainer = train.Trainer(model, cfg, mesh, dataset.image_shape, dataset.num_classes)
+    strategy = strategies.get(cfg.strategy)
+    record = bool(strategy.records) or cfg.dispersion.record_always
+    setup = train.make_setup(cfg, mesh, dataset.image_shape, dataset.num_classes, record)
+    frozen = ml_collections.FrozenConfigDict(cfg)
+    pool_pass = jax.jit(functools.partial(strategies.pool_outputs, setup, frozen),
+                        static_argnames=('outputs',))
     a = cfg.al
     final = a.initial_size + a.budget * a.rounds
     pool = dataset.num_train - a.initial_size
     if a.pool_subset:
       pool = min(pool, a.pool_subset)
-    return cls(cfg, dataset, mesh, train.put_data(dataset, mesh, trainer.shard_train), trainer,
+    data = input_pipeline.put_data(dataset, mesh, setup.shard_train)
+    return cls(cfg, dataset, mesh, strategy, setup, train.compile_steps(setup), data, pool_pass,
                train.labeled_capacity(final, cfg.train.batch_size),
-               trainer.pool_capacity(pool))
+               train.pool_capacity(setup, pool))
 
   def with_train_labels(self, labels: np.ndarray) -> 'Experiment':
     """The same experiment training on ``labels`` (e.g. the oracle's answers) instead."""
@@ -101,13 +123,40 @@ class Experiment:
     a = self.cfg.al
     return initial_state(self.cfg.seed, self.dataset.num_train, a.initial_size, a.rounds)
 
+  @property
+  def tie_rule(self) -> str:
+    return self.strategy.tie_break(self.cfg)
 
-@dataclasses.dataclass
-class Hooks:
-  """Side effects a round may perform; all optional. ``al_round`` stays a pure state update."""
-  on_epoch: Callable | None = None  # (round, epoch, train_state, history, metrics) -> None
-  restore_train: Callable | None = None  # (round, like_state, like_history) -> (state, hist)|None
-  on_diagnostics: Callable | None = None  # (round, {'ids', 'dispersion', 'margin', ...}) -> None
+  @property
+  def pool_outputs(self) -> tuple[str, ...]:
+    """What the round's one pool pass computes: the strategy's outputs, its tie-break's, and
+    the report's diagnostics (probabilities; BALD when the model has dropout)."""
+    names = list(self.strategy.outputs) + list(strategies.tie_outputs(self.tie_rule))
+    if self.cfg.log.pool_diagnostics:
+      names += ['probs'] + (['bald'] if self.cfg.model.dropout > 0 else [])
+    return tuple(dict.fromkeys(names))
+
+
+@flax.struct.dataclass
+class RoundCtx:
+  """One round in flight (a pytree): the model being trained and the round's buffers."""
+  train_state: train.TrainState
+  history: Array  # [T, pool_capacity], split along the pool
+  labeled: Array  # [labeled_capacity] dataset ids, split over ``data``
+  num_labeled: np.ndarray
+  pool: Array  # [pool_capacity] dataset ids
+  num_pool: np.ndarray
+  pool_ids: np.ndarray  # host copy of the real pool ids
+  key: Array  # the round's key
+  round: int = flax.struct.field(pytree_node=False, default=0)
+
+  @property
+  def epoch(self) -> int:
+    return int(self.train_state.epoch)
+
+
+def _stream(ctx: RoundCtx, stream: int) -> Array:
+  return jax.random.fold_in(ctx.key, stream)
 
 
 def pool_ids_for_round(state: ALState, exp: Experiment, key) -> np.ndarray:
@@ -120,77 +169,161 @@ def pool_ids_for_round(state: ALState, exp: Experiment, key) -> np.ndarray:
   return ids
 
 
-def train_round(exp: Experiment, labeled_ids, pool_ids, key, round_: int, hooks: Hooks):
-  """Trains a fresh model on ``labeled_ids`` recording predictions on ``pool_ids``."""
-  tr = exp.trainer
-  k_init, k_train = jax.random.split(key)
-  labeled, num_labeled = tr.index_buffer(labeled_ids, exp.labeled_capacity)
-  pool, num_pool = tr.index_buffer(pool_ids, exp.pool_capacity)
-  state, history = tr.init(k_init), tr.empty_history(exp.pool_capacity)
-  if hooks.restore_train:
-    restored = hooks.restore_train(round_, state, history)
-    if restored is not None:
-      state, history = restored
-      logging.info('round %d: resuming training at epoch %d', round_, int(state.epoch))
-  for epoch in range(int(state.epoch), exp.cfg.train.epochs):
-    state, history, metrics = tr.train_epoch(state, history, exp.data, labeled, num_labeled,
-                                             pool, num_pool, k_train)
-    if hooks.on_epoch:
-      hooks.on_epoch(round_, epoch, state, history, metrics)
-  return state, history, (labeled, num_labeled, pool, num_pool)
-
-
-def al_round(state: ALState, exp: Experiment, hooks: Hooks = Hooks()) -> ALState:
-  """One round: train from scratch, evaluate, and (unless it is the last) query ``budget``."""
-  cfg, r = exp.cfg, int(state.round)
+def begin_round(state: ALState, exp: Experiment) -> RoundCtx:
+  """A fresh model (trained from scratch every round) and the round's index buffers."""
+  r = int(state.round)
   key = jax.random.fold_in(jnp.asarray(state.key), r)
   labeled_ids = np.flatnonzero(state.labeled_round >= 0)
   pool_ids = pool_ids_for_round(state, exp, jax.random.fold_in(key, _POOL))
+  k_init, _ = jax.random.split(jax.random.fold_in(key, _TRAIN))
+  labeled, num_labeled = train.index_buffer(labeled_ids, exp.labeled_capacity, exp.mesh)
+  pool, num_pool = train.index_buffer(pool_ids, exp.pool_capacity, exp.mesh)
+  return RoundCtx(train_state=exp.steps.init(k_init),
+                  history=exp.steps.empty_history(exp.pool_capacity), labeled=labeled,
+                  num_labeled=num_labeled, pool=pool, num_pool=num_pool, pool_ids=pool_ids,
+                  key=key, round=r)
 
-  t0 = time.perf_counter()
-  train_state, history, buffers = train_round(exp, labeled_ids, pool_ids,
-                                              jax.random.fold_in(key, _TRAIN), r, hooks)
-  accuracy = float(exp.trainer.evaluate(train_state, exp.data))
-  t1 = time.perf_counter()
 
-  new = dict(round=np.int32(r + 1))
+def train_epoch(exp: Experiment, ctx: RoundCtx) -> tuple[RoundCtx, train.EpochMetrics]:
+  """One epoch (and, on recorded epochs, one pool pass into the history). Donates ``ctx``'s
+  state and history."""
+  _, k_train = jax.random.split(_stream(ctx, _TRAIN))
+  state, history, metrics = exp.steps.train_epoch(ctx.train_state, ctx.history, exp.data,
+                                                  ctx.labeled, ctx.num_labeled, ctx.pool,
+                                                  ctx.num_pool, k_train)
+  return ctx.replace(train_state=state, history=history), metrics
+
+
+def test_accuracy(exp: Experiment, ctx: RoundCtx) -> float:
+  return float(exp.steps.evaluate(ctx.train_state, exp.data))
+
+
+@dataclasses.dataclass(frozen=True)
+class Scored:
+  """The strategy's view of the trained round, its scores (None for batch selectors) and the
+  number of padded-out rows with NaN/inf scores or outputs."""
+  view: strategies.PoolView
+  scores: Array | None
+  num_nonfinite: int
+
+
+def score_pool(exp: Experiment, ctx: RoundCtx) -> Scored:
+  """One pass of the final model over the pool (and the labeled set if the strategy asks),
+  then the strategy's scores."""
+  k_score = jax.random.split(_stream(ctx, _ACQUIRE))[0]
+  s = exp.strategy
+  outputs = exp.pool_pass(ctx.train_state, exp.data, ctx.pool, ctx.num_pool, k_score,
+                          outputs=exp.pool_outputs)
+  labeled_outputs = {}
+  if s.labeled_outputs:
+    labeled_outputs = exp.pool_pass(ctx.train_state, exp.data, ctx.labeled, ctx.num_labeled,
+                                    k_score, outputs=tuple(s.labeled_outputs))
+  view = strategies.PoolView(exp.cfg, exp.mesh, exp.dataset.num_classes, ctx.history, outputs,
+                             ctx.num_pool, labeled_outputs, ctx.num_labeled, k_score)
+  scores = s.score(view) if s.score is not None else None
+  checked = [scores] if scores is not None else [outputs[o] for o in s.outputs]
+  bad = int(selection.count_nonfinite_rows(checked, ctx.num_pool)) if checked else 0
+  return Scored(view, scores, bad)
+
+
+def select(exp: Experiment, ctx: RoundCtx, scored: Scored) -> selection.Selection:
+  """The ``al.budget`` pool positions the strategy queries (top scores, or its own batch)."""
+  budget = min(exp.cfg.al.budget, int(ctx.num_pool))
+  if scored.scores is None:
+    positions, scores = exp.strategy.select(scored.view, budget)
+  else:
+    k_tie = jax.random.split(_stream(ctx, _ACQUIRE))[1]
+    tie = strategies.tie_key(exp.tie_rule, scored.view, k_tie)
+    positions, scores = selection.select_top(scored.scores, tie, ctx.num_pool, budget)
+  return selection.Selection(parallel.to_host(positions),
+                             parallel.to_host(scores).astype(np.float32))
+
+
+def pool_diagnostics(exp: Experiment, ctx: RoundCtx, scored: Scored) -> dict:
+  """Per-pool-sample dispersion, margin, entropy (BALD with dropout) and correctness of the
+  round's model, from the outputs selection used (no further pool pass). Host arrays trimmed
+  to the ``num_pool`` real samples."""
+  n = int(ctx.num_pool)
+  out = scored.view.outputs
+  probs = parallel.to_host(out['probs'])[:n].astype(np.float64)
+  top2 = -np.sort(-probs, axis=-1)[:, :2]
+  labels = parallel.to_host(exp.data.train_labels)[ctx.pool_ids]
+  plogp = np.where(probs > 0, probs * np.log(np.where(probs > 0, probs, 1.0)), 0.0)
+  diag = {'ids': ctx.pool_ids.astype(np.int64),
+          'margin': (top2[:, 0] - top2[:, 1]).astype(np.float32),
+          'entropy': (-plogp.sum(-1)).astype(np.float32),
+          'correct': probs.argmax(-1) == labels}
+  if ctx.history.shape[0]:
+    d = exp.cfg.dispersion
+    diag['dispersion'] = parallel.to_host(disp.sharded_label_dispersion(
+        ctx.history, exp.dataset.num_classes, exp.mesh, mode_last_k=d.mode_last_k,
+        denominator=d.denominator))[:n]
+  else:
+    diag['dispersion'] = np.full((n,), np.nan, np.float32)
+  if 'bald' in out:
+    diag['bald'] = parallel.to_host(out['bald'])[:n]
+  return diag
+
+
+def finish_round(state: ALState, exp: Experiment, ctx: RoundCtx, accuracy: float,
+                 chosen: selection.Selection | None, seconds=(0.0, 0.0, 0.0)) -> ALState:
+  """The state after round ``ctx.round``: its accuracy and, unless it is the last round, the
+  queried ids stamped with ``round + 1`` and their provenance."""
+  r = ctx.round
   num_labeled = state.num_labeled.copy()
-  num_labeled[r] = len(labeled_ids)
-  test_accuracy = state.test_accuracy.copy()
-  test_accuracy[r] = accuracy
-  seconds = state.seconds.copy()
-  seconds[r, 0] = t1 - t0
-  if r < cfg.al.rounds and len(pool_ids):
-    labeled, num_labeled_dev, pool, num_pool = buffers
-    selection = acquisition.acquire(cfg, exp.trainer, train_state, exp.data, history, pool,
-                                    num_pool, labeled, num_labeled_dev,
-                                    jax.random.fold_in(key, _ACQUIRE), exp.dataset.num_classes)
-    t2 = time.perf_counter()
-    new.update(_record_selection(state, exp, history, pool_ids, selection, r))
-    seconds[r, 1] = t2 - t1
-    seconds[r, 2] = time.perf_counter() - t2
-    if hooks.on_diagnostics:
-      diag = acquisition.pool_diagnostics(cfg, exp.trainer, train_state, exp.data, history, pool,
-                                          num_pool, acquisition.score_key(
-                                              jax.random.fold_in(key, _ACQUIRE)),
-                                          exp.dataset.num_classes)
-      hooks.on_diagnostics(r, {'ids': pool_ids.astype(np.int64), **diag})
-  return state.replace(num_labeled=num_labeled, test_accuracy=test_accuracy, seconds=seconds,
-                       **new)
+  num_labeled[r] = int(ctx.num_labeled)
+  test_acc = state.test_accuracy.copy()
+  test_acc[r] = accuracy
+  secs = state.seconds.copy()
+  secs[r] = seconds
+  new = dict(round=np.int32(r + 1), num_labeled=num_labeled, test_accuracy=test_acc,
+             seconds=secs)
+  if chosen is not None:
+    new.update(_record_selection(state, exp, ctx, chosen))
+  return state.replace(**new)
 
 
-def _record_selection(state: ALState, exp: Experiment, history, pool_ids, selection, r: int):
+def needs_query(state: ALState, exp: Experiment, ctx: RoundCtx) -> bool:
+  """Whether this round queries (every round but the last, while the pool is not empty)."""
+  return ctx.round < exp.cfg.al.rounds and len(ctx.pool_ids) > 0
+
+
+def al_round(state: ALState, exp: Experiment) -> ALState:
+  """One whole round, untimed and uncheckpointed: train from scratch, evaluate, query."""
+  ctx = begin_round(state, exp)
+  for _ in range(exp.cfg.train.epochs):
+    ctx, metrics = train_epoch(exp, ctx)
+  del metrics
+  accuracy = test_accuracy(exp, ctx)
+  chosen = None
+  if needs_query(state, exp, ctx):
+    scored = score_pool(exp, ctx)
+    check_scores(exp, ctx, scored)
+    chosen = select(exp, ctx, scored)
+  return finish_round(state, exp, ctx, accuracy, chosen)
+
+
+def check_scores(exp: Experiment, ctx: RoundCtx, scored: Scored) -> None:
+  if scored.num_nonfinite:
+    raise NumericalError(f'{scored.num_nonfinite} of {int(ctx.num_pool)} {exp.strategy.name} '
+                         'scores are NaN/inf; refusing to select (the model diverged: lower '
+                         'train.learning_rate)')
+
+
+def _record_selection(state: ALState, exp: Experiment, ctx: RoundCtx,
+                      chosen: selection.Selection) -> dict:
   """Stamps the queried ids with round ``r + 1`` and keeps their provenance."""
-  ids = pool_ids[selection.positions]
+  r = ctx.round
+  ids = ctx.pool_ids[chosen.positions]
   labeled_round = state.labeled_round.copy()
   if np.any(labeled_round[ids] >= 0):
     raise AssertionError('selected an already labeled sample')  # internal invariant
   labeled_round[ids] = r + 1
   score, modal, changes = (state.score.copy(), state.modal_label.copy(),
                            state.label_changes.copy())
-  score[ids] = selection.scores
-  if history.shape[0]:
-    cols = parallel.to_host(_take_columns(history, selection.positions))  # [T, budget] only
+  score[ids] = chosen.scores
+  if ctx.history.shape[0]:
+    cols = parallel.to_host(_take_columns(ctx.history, chosen.positions))  # [T, budget] only
     modal[ids] = np.asarray(disp.modal_label(cols, exp.dataset.num_classes))
     changes[ids] = np.asarray(disp.label_changes(cols))
   return dict(labeled_round=labeled_round, score=score, modal_label=modal,
@@ -200,7 +333,3 @@ def _record_selection(state: ALState, exp: Experiment, history, pool_ids, select
 @jax.jit
 def _take_columns(history, positions):
   return jnp.take(history, positions, axis=1)
-
-
-def is_finished(state: ALState, cfg) -> bool:
-  return int(state.round) > cfg.al.rounds

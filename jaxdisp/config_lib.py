@@ -12,15 +12,18 @@ import ml_collections
 
 from jaxdisp.errors import ConfigError
 
-STRATEGIES = ('dispersion', 'random', 'entropy', 'margin', 'least_confidence', 'bald', 'coreset')
 SOURCES = ('synthetic', 'folder', 'tfds')
+# Keys that never change an experiment's results: they may differ between a run and its
+# resumption, and between the runs of one report. Prefixes end with '.'.
+NON_RESULT_KEYS = ('log.', 'checkpoint.', 'dataset.cache_dir', 'dataset.data_dir',
+                   'dataset.placement', 'num_devices', 'train.eval_batch_size', 'resume_force')
 
 
 def base_config() -> ml_collections.ConfigDict:
   """The paper's protocol (CIFAR-10, ResNet18, 100 epochs, 5k + 5 x 2.5k labels)."""
   c = ml_collections.ConfigDict()
   c.seed = 0
-  c.strategy = 'dispersion'
+  c.strategy = 'dispersion'  # a registered strategy (jaxdisp.strategies.names())
   c.num_devices = 0  # 0 = all local devices; the data-parallel mesh has this many.
   c.resume_force = False  # resume a workdir even though its saved config differs from this one
   c.oracle = 'simulated'  # simulated (dataset labels) | files (queries/*.csv, human labels)
@@ -99,23 +102,54 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
-def _walk(cfg, prefix=''):
+def flatten(cfg, prefix: str = '') -> dict:
+  """``{'train.epochs': 100, ...}`` for a ConfigDict or a nested dict."""
+  out = {}
   for key, value in cfg.items():
-    name = f'{prefix}{key}'
-    if isinstance(value, ml_collections.ConfigDict):
-      yield from _walk(value, name + '.')
+    if isinstance(value, (ml_collections.ConfigDict, dict)):
+      out.update(flatten(value, f'{prefix}{key}.'))
     else:
-      yield name, value
+      out[f'{prefix}{key}'] = value
+  return out
 
 
-def _flat(cfg) -> dict:
-  return dict(_walk(cfg))
+def set_key(cfg, key: str, value) -> None:
+  """Sets a dotted key (``'train.epochs'``) of ``cfg``; an unknown key raises ConfigError."""
+  node, parts = cfg, key.split('.')
+  for i, part in enumerate(parts):
+    if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+      raise ConfigError(f"unknown config key '{'.'.join(parts[:i + 1])}' "
+                        '(see jaxdisp/config_lib.py)')
+    if i < len(parts) - 1:
+      node = node[part]
+  if isinstance(node[parts[-1]], ml_collections.ConfigDict):
+    raise ConfigError(f"config key '{key}' is a group, not a value")
+  node[parts[-1]] = value
+
+
+def result_neutral(key: str, extra: tuple = ()) -> bool:
+  """Whether a flattened key is in :data:`NON_RESULT_KEYS` (or ``extra``)."""
+  return key.startswith(NON_RESULT_KEYS + tuple(extra))
+
+
+def config_diff(saved, current) -> list[str]:
+  """``['key: old -> new', ...]`` over the keys that change results.
+
+  A key the saved config lacks (it was added to jaxdisp after that run) counts as its default.
+  """
+  defaults = flatten(base_config())
+  a, b = flatten(saved), flatten(current)
+  a = {**{k: v for k, v in defaults.items() if k in b}, **a}
+  norm = lambda v: list(v) if isinstance(v, tuple) else v
+  return [f'{k}: {a.get(k)!r} -> {b.get(k)!r}' for k in sorted(set(a) | set(b))
+          if norm(a.get(k)) != norm(b.get(k)) and not result_neutral(k)]
 
 
 def validate(cfg) -> None:
   """Raises ConfigError (one line) for unknown keys or out-of-range values."""
-  reference = _flat(base_config())
-  given = _flat(cfg)
+  from jaxdisp import strategies  # pylint: disable=g-import-not-at-top
+  reference = flatten(base_config())
+  given = flatten(cfg)
   unknown = sorted(set(given) - set(reference))
   if unknown:
     raise ConfigError(f'unknown config key(s): {", ".join(unknown)}')
@@ -134,7 +168,8 @@ def validate(cfg) -> None:
     if not cond:
       raise ConfigError(msg)
 
-  check(cfg.strategy in STRATEGIES, f'strategy={cfg.strategy!r} is not one of {list(STRATEGIES)}')
+  check(cfg.strategy in strategies.names(),
+        f'strategy={cfg.strategy!r} is not one of {list(strategies.names())}')
   check(cfg.oracle in ('simulated', 'files'),
         f"oracle={cfg.oracle!r} must be 'simulated' or 'files'")
   check(cfg.dataset.num_classes >= 0,
@@ -176,10 +211,9 @@ def validate(cfg) -> None:
   check(d.tie_break in ('random', 'entropy', 'margin'),
         f"dispersion.tie_break={d.tie_break!r} must be 'random', 'entropy' or 'margin'")
   check(cfg.bald.mc_samples >= 2, f'bald.mc_samples={cfg.bald.mc_samples} must be >= 2')
-  check(cfg.strategy != 'bald' or cfg.model.dropout > 0,
-        'strategy=bald needs Monte-Carlo dropout: set --config.model.dropout to e.g. 0.3')
   check(cfg.checkpoint.every_epochs > 0,
         f'checkpoint.every_epochs={cfg.checkpoint.every_epochs} must be positive')
+  strategies.get(cfg.strategy).check_config(cfg)  # what the strategy itself needs
 
 
 def validate_against_data(cfg, num_train: int, num_classes: int) -> None:

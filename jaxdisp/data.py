@@ -257,19 +257,6 @@ def cache_root(cache_dir: str = '') -> str:
           or os.path.join(os.path.expanduser('~'), '.cache', 'jaxdisp'))
 
 
-def save_npz_atomic(path: str, **arrays) -> None:
-  """Writes ``path`` via a temporary file + rename, so readers never see a partial cache."""
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix='.tmp.npz')
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      np.savez(f, **arrays)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-
-
 def _read_cache(path: str, num_train: int, num_test: int):
   """(train, test) memory maps of a complete cache entry, or None."""
   try:

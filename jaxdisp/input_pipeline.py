@@ -1,6 +1,7 @@
 """Device-side input pipeline: normalisation and augmentation inside jit.
 
-The whole dataset lives on the accelerator as uint8 (CIFAR-10's train split is 150 MB), so a
+The whole dataset lives on the accelerator as uint8 (:class:`DeviceData`, put there once by
+:func:`put_data`; CIFAR-10's train split is 150 MB), so a
 training step gathers its batch by index and augments it on device; nothing crosses the host
 boundary during an epoch. Random crop (zero padding 4, as torchvision's RandomCrop(32, padding=4))
 and horizontal flip are drawn per sample from a PRNG key, so they are the same on any number of
@@ -9,11 +10,63 @@ devices.
 
 from __future__ import annotations
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
+from jax.sharding import Mesh
+
+from jaxdisp import parallel
 
 Array = jax.Array
+
+
+@flax.struct.dataclass
+class DeviceData:
+  """The dataset on device (uint8 images, int32 labels) and its normalisation.
+
+  ``train_images`` is replicated, or split along the samples over ``data`` when
+  ``dataset.placement`` says so (padded to a multiple of the device count; batches are then
+  gathered with :func:`parallel.gather_rows`). Everything else is replicated.
+  """
+  train_images: Array
+  train_labels: Array
+  test_images: Array
+  test_labels: Array
+  mean: Array
+  std: Array
+
+
+def put_data(dataset, mesh: Mesh, shard_train: bool = False) -> DeviceData:
+  """Copies a host ``data.Dataset`` to the devices once.
+
+  Replicated, every device holds the training images (CIFAR's are 150 MB). Sharded, each
+  device holds ``1 / devices`` of them, each process reads only its own devices' rows, and the
+  normalisation statistics are summed exactly over the processes.
+  """
+  if shard_train:
+    n, channels = dataset.train_images.shape[0], dataset.train_images.shape[-1]
+    local = [0] * (2 * channels + 1)  # sums, sums of squares, count over this process's rows
+
+    def tally(block):  # each block of real rows as it is loaded (not read twice)
+      total, squares, count = channel_sums(block)
+      local[:] = [x + y for x, y in zip(local, total + squares + [count])]
+
+    images = parallel.put_rows(dataset.train_images, parallel.round_up(n, mesh.size), mesh,
+                               on_rows=tally)
+    sums = parallel.sum_over_processes(local)
+    mean, std = stats_from_sums(sums[:channels], sums[channels:-1], sums[-1])
+    logging.info('process %d holds training images %s of %d', jax.process_index(),
+                 ', '.join(f'[{a}, {min(b, n)})' for a, b in parallel.local_row_ranges(images)), n)
+  else:
+    images = parallel.put_replicated(dataset.train_images, mesh)
+    mean, std = channel_stats(dataset.train_images)
+  rest = parallel.put_replicated(dict(
+      train_labels=dataset.train_labels.astype(np.int32),
+      test_images=dataset.test_images, test_labels=dataset.test_labels.astype(np.int32),
+      mean=mean, std=std), mesh)
+  return DeviceData(train_images=images, **rest)
 
 
 def channel_sums(images, chunk: int = 4096):

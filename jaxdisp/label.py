@@ -11,12 +11,11 @@ row, exit status 2) and leaves the ledger untouched; importing the same answers 
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
-from jaxdisp import oracle, preemption
-from jaxdisp.errors import JaxdispError
+from jaxdisp import io_utils, oracle, preemption
+from jaxdisp.errors import JaxdispError, LabelError
 
 
 def import_labels(workdir: str, path: str) -> dict:
@@ -33,18 +32,17 @@ def import_labels(workdir: str, path: str) -> dict:
 
 def export_labels(workdir: str, out: str) -> int:
   ledger = oracle.read_ledger(workdir)
-  from jaxdisp.reporting import write_atomic  # pylint: disable=g-import-not-at-top
   lines = ['id,file,label,class,round']
   for i in sorted(ledger):
     e = ledger[i]
-    lines.append(','.join(oracle._csv_cell(str(v)) for v in  # pylint: disable=protected-access
+    lines.append(','.join(io_utils.csv_cell(str(v)) for v in
                           (i, e.get('file', i), e['label'], e.get('class', ''), e['round'])))
-  write_atomic(out, '\n'.join(lines) + '\n')
+  io_utils.atomic_write(out, '\n'.join(lines) + '\n')
   return len(ledger)
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(prog='python -m jaxdisp.label', description=__doc__.splitlines()[0])
+  p = io_utils.ArgumentParser(prog='python -m jaxdisp.label', description=__doc__.splitlines()[0])
   sub = p.add_subparsers(dest='command', required=True)
   imp = sub.add_parser('import', help='validate an answers CSV and append it to the ledger')
   imp.add_argument('--workdir', required=True)
@@ -65,7 +63,7 @@ def main(argv=None) -> int:
       out = args.out or os.path.join(args.workdir, 'labels_export.csv')
       n = export_labels(args.workdir, out)
       print(f'wrote {n} label(s) to {out}')
-  except oracle.LabelError as e:
+  except LabelError as e:
     for problem in e.problems:
       print(f'error: {args.file}: {problem}', file=sys.stderr)
     print(f'error: nothing imported ({len(e.problems)} bad row(s)); the ledger is unchanged',

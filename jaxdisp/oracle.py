@@ -20,18 +20,11 @@ import time
 
 import numpy as np
 
-from jaxdisp.errors import JaxdispError
+from jaxdisp.errors import JaxdispError, LabelError
+from jaxdisp.io_utils import atomic_write, csv_cell
 
 LEDGER = 'labels.jsonl'
 QUERY_COLUMNS = ('id', 'file', 'score', 'hint_label', 'hint_class', 'label')
-
-
-class LabelError(JaxdispError):
-  """A rejected answers file; ``problems`` holds one line per bad row."""
-
-  def __init__(self, path: str, problems: list[str]):
-    self.problems = problems
-    super().__init__(f'{path}: {len(problems)} problem(s), nothing imported: ' + problems[0])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,18 +194,13 @@ def write_queries(workdir: str, round_: int, records: list[dict]) -> str:
   path = os.path.join(workdir, 'queries', f'round_{round_}.csv')
   if os.path.exists(path):
     return path
-  from jaxdisp.reporting import write_atomic  # pylint: disable=g-import-not-at-top
   lines = [','.join(QUERY_COLUMNS)]
   for r in records:
     row = [str(r['id']), r['file'], f'{r["score"]:.6g}', str(r['modal_label']),
            r['modal_class'] or '', '']
-    lines.append(','.join(_csv_cell(c) for c in row))
-  write_atomic(path, '\n'.join(lines) + '\n')
+    lines.append(','.join(csv_cell(c) for c in row))
+  atomic_write(path, '\n'.join(lines) + '\n')
   return path
-
-
-def _csv_cell(text: str) -> str:
-  return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n') else text
 
 
 def how_to_continue(workdir: str, round_: int, num_missing: int) -> str:

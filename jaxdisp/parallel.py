@@ -10,6 +10,7 @@ gathers by sharded indices and ``top_k``/``sort`` over sharded scores need no an
 
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 import jax
@@ -20,6 +21,25 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 from jaxdisp.errors import ConfigError
 
 DATA = 'data'
+
+
+def initialize_distributed(coordinator_address=None, num_processes=None, process_id=None):
+  """Joins a multi-process run (JAX's multi-controller runtime) when there is one.
+
+  Explicit flags on any platform (CPU processes use gloo collectives); on a multi-host Cloud TPU
+  slice, ``jax.distributed.initialize()`` finds its peers by itself.
+  """
+  given = [v is not None for v in (coordinator_address, num_processes, process_id)]
+  if any(given) and not all(given):
+    raise ConfigError('--coordinator_address, --num_processes and --process_id go together')
+  if all(given):
+    if num_processes < 1 or not 0 <= process_id < num_processes:
+      raise ConfigError(f'--process_id={process_id} must be in [0, --num_processes='
+                        f'{num_processes})')
+    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+    jax.distributed.initialize(coordinator_address, num_processes, process_id)
+  elif ',' in os.environ.get('TPU_WORKER_HOSTNAMES', ''):
+    jax.distributed.initialize()
 
 
 def make_mesh(num_devices: int = 0) -> Mesh:

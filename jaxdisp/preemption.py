@@ -16,14 +16,7 @@ import signal
 
 from absl import logging
 
-
-class Preempted(Exception):
-  """Raised at a safe point after a stop signal; carries the exit status."""
-
-  def __init__(self, signum: int, where: str):
-    self.exit_code = 128 + signum
-    super().__init__(f'stopped by {signal.Signals(signum).name} {where}; checkpoint saved, '
-                     'rerun the same command to resume')
+from jaxdisp.errors import Preempted
 
 
 class StopSignal:

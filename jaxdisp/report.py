@@ -35,7 +35,6 @@ All files are written atomically (temporary file + ``os.replace``). A bad input 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import glob
 import io
@@ -43,26 +42,21 @@ import json
 import os
 import re
 import sys
-import tempfile
 
 import numpy as np
 
-from jaxdisp.errors import JaxdispError
+from jaxdisp.config_lib import flatten, result_neutral
+from jaxdisp.errors import JaxdispError, ReportError
+from jaxdisp.io_utils import ArgumentParser, atomic_write
 
 PERCENTS = (1, 5, 10)
 # score name, column in the npz, True = the highest values are the most uncertain
 SCORES = (('dispersion', 'dispersion', True), ('margin', 'margin', False),
           ('entropy', 'entropy', True), ('BALD', 'bald', True))
-_KNOWN_ORDER = ('dispersion', 'random', 'entropy', 'margin', 'least_confidence', 'bald', 'coreset')
-# config keys that may differ between the runs of one report without a warning
-_PER_RUN_KEYS = ('strategy', 'seed', 'model.dropout', 'resume_force', 'num_devices', 'log.',
-                 'checkpoint.', 'dataset.cache_dir', 'dataset.data_dir', 'dataset.placement',
-                 'train.eval_batch_size')
+# config keys that may differ between the runs of one report without a warning, beyond the
+# result-neutral ones (config_lib.NON_RESULT_KEYS)
+_PER_RUN_KEYS = ('strategy', 'seed', 'model.dropout')
 _REQUIRED_DIAG = ('ids', 'dispersion', 'margin', 'entropy', 'correct')
-
-
-class ReportError(JaxdispError):
-  """A workdir that cannot be reported on."""
 
 
 @dataclasses.dataclass
@@ -111,7 +105,10 @@ def load_runs(workdir: str) -> list[Run]:
 
 
 def _strategy_rank(s: str):
-  return (_KNOWN_ORDER.index(s), '') if s in _KNOWN_ORDER else (len(_KNOWN_ORDER), s)
+  """Registered strategies in registry order (built-ins first), then others by name."""
+  from jaxdisp import strategies as registry  # pylint: disable=g-import-not-at-top
+  known = registry.names()
+  return (known.index(s), '') if s in known else (len(known), s)
 
 
 def strategies(runs) -> list[str]:
@@ -259,36 +256,12 @@ def _fmt(x: float) -> str:
   return f'{x:.2f}'
 
 
-def _write_bytes_atomic(path: str, data: bytes) -> None:
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.' + os.path.basename(path) + '.',
-                             suffix='.tmp')
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      f.write(data)
-      f.flush()
-      os.fsync(f.fileno())
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give a normal file's mode
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
-
-
-def _umask() -> int:
-  mask = os.umask(0o022)
-  os.umask(mask)
-  return mask
-
-
 def _save_figure(fig, path: str) -> None:
   import matplotlib.pyplot as plt
   buf = io.BytesIO()
   fig.savefig(buf, format='png')
   plt.close(fig)
-  _write_bytes_atomic(path, buf.getvalue())
+  atomic_write(path, buf.getvalue())
 
 
 def _pyplot():
@@ -340,20 +313,10 @@ def plot_dispersion_hist(path: str, strategy: str, per_round: dict[int, list]) -
   _save_figure(fig, path)
 
 
-def _flatten(d: dict, prefix: str = '') -> dict:
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f'{prefix}{k}.'))
-    else:
-      out[f'{prefix}{k}'] = v
-  return out
-
-
 def _config_summary(runs) -> tuple[str, list[str]]:
-  flat = [_flatten(r.config) for r in runs]
+  flat = [flatten(r.config) for r in runs]
   keys = sorted(set().union(*flat))
-  differ = [k for k in keys if not k.startswith(_PER_RUN_KEYS)
+  differ = [k for k in keys if not result_neutral(k, _PER_RUN_KEYS)
             and len({json.dumps(f.get(k), sort_keys=True, default=str) for f in flat}) > 1]
   c = flat[0]
   get = lambda k: c.get(k, '?')
@@ -483,12 +446,12 @@ def write_report(workdir: str, out: str | None = None) -> str:
   for name, (s, per_round) in figures['hist'].items():
     plot_dispersion_hist(os.path.join(out, name), s, per_round)
   path = os.path.join(out, 'report.md')
-  _write_bytes_atomic(path, (text + '\n').encode())
+  atomic_write(path, text + '\n')
   return path
 
 
 def main(argv=None) -> int:
-  p = _Parser(prog='python -m jaxdisp.report', description=__doc__.splitlines()[0])
+  p = ArgumentParser(prog='python -m jaxdisp.report', description=__doc__.splitlines()[0])
   p.add_argument('workdir', help='folder holding one run per subfolder (<run>/results.json)')
   p.add_argument('--out', default=None, help='output folder (default: WORKDIR/report)')
   args = p.parse_args(argv)
@@ -499,14 +462,6 @@ def main(argv=None) -> int:
     return 2
   print(f'report: {path}')
   return 0
-
-
-class _Parser(argparse.ArgumentParser):
-  """argparse with one-line errors (``error: ...``, exit 2)."""
-
-  def error(self, message):
-    print(f'error: {message}', file=sys.stderr)
-    sys.exit(2)
 
 
 if __name__ == '__main__':

@@ -9,9 +9,9 @@ Experiment (strategy s, seed i) lives in ``WORKDIR/<s>-seed<i>/`` and is exactly
 WORKDIR/<s>-seed<i>`` would run (same outputs, same resumption). Runs go seed by seed (every
 strategy of seed 0 first), so an interrupted sweep already has comparable runs. Rerunning the
 command skips finished runs -- without loading any data when ``results.json`` is complete and
-holds the same config -- and resumes an unfinished one where it stopped. ``strategy=bald`` gets
-``model.dropout=0.3`` when the config has no dropout (BALD needs Monte-Carlo dropout); the other
-strategies keep the config's dropout. At the end it writes the report (``jaxdisp.report``) into
+holds the same config -- and resumes an unfinished one where it stopped. A strategy that needs
+Monte-Carlo dropout (``Strategy.needs_dropout``: ``bald``) gets ``model.dropout=0.3`` when the
+config has no dropout; the other strategies keep the config's dropout. At the end it writes the report (``jaxdisp.report``) into
 ``WORKDIR/report/``.
 
 Overrides: ``--set key=value`` or ``--config.key=value`` (repeatable, the same keys as
@@ -24,7 +24,6 @@ Ctrl-C stop like ``jaxdisp.main`` (checkpoint saved, exit 128 + signal).
 
 from __future__ import annotations
 
-import argparse
 import ast
 import importlib.util
 import json
@@ -32,22 +31,14 @@ import os
 import sys
 import time
 
-from jaxdisp.errors import ConfigError, JaxdispError
+from jaxdisp.errors import ConfigError, JaxdispError, Preempted
+from jaxdisp.io_utils import ArgumentParser, quiet_libraries
 
-BALD_DROPOUT = 0.3
-_NOISY = (f'{os.sep}orbax{os.sep}', f'{os.sep}clu{os.sep}', f'{os.sep}tensorstore{os.sep}')
-
-
-class _Parser(argparse.ArgumentParser):
-  """argparse with one-line errors (``error: ...``, exit 2)."""
-
-  def error(self, message):
-    print(f'error: {message}', file=sys.stderr)
-    sys.exit(2)
+MC_DROPOUT = 0.3  # model.dropout given to strategies that need Monte-Carlo dropout
 
 
-def _parser() -> _Parser:
-  p = _Parser(prog='python -m jaxdisp.sweep', description=__doc__.splitlines()[0],
+def _parser() -> ArgumentParser:
+  p = ArgumentParser(prog='python -m jaxdisp.sweep', description=__doc__.splitlines()[0],
               allow_abbrev=False)
   p.add_argument('--config', required=True, help='experiment config file (configs/*.py)')
   p.add_argument('--strategies', default='dispersion,random,entropy',
@@ -146,19 +137,12 @@ def _parse_value(key: str, raw: str, current):
 
 def apply_overrides(cfg, overrides) -> None:
   """Sets ``key=raw`` pairs on ``cfg`` (dotted keys), each parsed as its key's type."""
-  import ml_collections  # pylint: disable=g-import-not-at-top
+  from jaxdisp import config_lib  # pylint: disable=g-import-not-at-top
   for key, raw in overrides:
-    node, parts = cfg, key.split('.')
-    for i, part in enumerate(parts):
-      if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-        raise ConfigError(f"unknown config key '{'.'.join(parts[:i + 1])}' "
-                          '(see jaxdisp/config_lib.py)')
-      if i < len(parts) - 1:
-        node = node[part]
-    leaf = parts[-1]
-    if isinstance(node[leaf], ml_collections.ConfigDict):
-      raise ConfigError(f"config key '{key}' is a group, not a value")
-    node[leaf] = _parse_value(key, raw, node[leaf])
+    current = config_lib.flatten(cfg).get(key)
+    if current is None:
+      config_lib.set_key(cfg, key, None)  # raises the one-line unknown-key / group error
+    config_lib.set_key(cfg, key, _parse_value(key, raw, current))
 
 
 def run_name(strategy: str, seed: int) -> str:
@@ -167,7 +151,7 @@ def run_name(strategy: str, seed: int) -> str:
 
 def plan(get_config, strategies, seeds, overrides):
   """[(strategy, seed, config)] in run order (seed-major); every config validated."""
-  from jaxdisp import config_lib  # pylint: disable=g-import-not-at-top
+  from jaxdisp import config_lib, strategies  # pylint: disable=g-import-not-at-top
   for key, _ in overrides:
     if key in ('strategy', 'seed'):
       raise ConfigError(f'{key} is set by --{"strategies" if key == "strategy" else "seeds"}, '
@@ -178,8 +162,11 @@ def plan(get_config, strategies, seeds, overrides):
       cfg = get_config()
       apply_overrides(cfg, overrides)
       cfg.strategy, cfg.seed = strategy, seed
-      if strategy == 'bald' and cfg.model.dropout == 0:
-        cfg.model.dropout = BALD_DROPOUT
+      try:
+        if strategies.get(strategy).needs_dropout and cfg.model.dropout == 0:
+          cfg.model.dropout = MC_DROPOUT
+      except ConfigError as e:
+        raise ConfigError(f'--strategies: {e}') from None
       if cfg.oracle != 'simulated':
         raise ConfigError(f'oracle={cfg.oracle!r}: a sweep needs oracle=simulated (the files '
                           'oracle waits for people after every round; run jaxdisp.main)')
@@ -203,10 +190,6 @@ def finished_results(workdir: str, cfg) -> dict | None:
   return doc if same and done else None
 
 
-def _quiet_libraries(record) -> bool:
-  return record.levelno >= 30 or not any(n in record.pathname for n in _NOISY)
-
-
 def _setup_logging() -> None:
   """INFO progress lines of the runs as ``jaxdisp.main`` prints them, minus library chatter."""
   from absl import flags, logging  # pylint: disable=g-import-not-at-top
@@ -215,15 +198,15 @@ def _setup_logging() -> None:
   logging.use_absl_handler()
   logging.set_verbosity(logging.INFO)
   logger = logging.get_absl_logger()
-  if _quiet_libraries not in logger.filters:
-    logger.addFilter(_quiet_libraries)
+  if quiet_libraries not in logger.filters:
+    logger.addFilter(quiet_libraries)
 
 
 def sweep(get_config, strategies, seeds, workdir: str, overrides=(),
           report: bool = True) -> str | None:
   """Runs the sweep; returns the report's path (None without a report). Raises JaxdispError."""
   runs = plan(get_config, strategies, seeds, list(overrides))
-  from jaxdisp.main import run_experiment  # pylint: disable=g-import-not-at-top
+  from jaxdisp import experiment  # pylint: disable=g-import-not-at-top
   os.makedirs(workdir, exist_ok=True)
   print(f'sweep: {len(runs)} runs ({", ".join(strategies)} x seeds '
         f'{", ".join(map(str, seeds))}) in {workdir}', flush=True)
@@ -237,7 +220,7 @@ def sweep(get_config, strategies, seeds, workdir: str, overrides=(),
       print(f'{tag}: running in {run_dir}', flush=True)
       t0 = time.perf_counter()
       try:
-        state = run_experiment(cfg, run_dir)
+        state = experiment.run(cfg, run_dir)
       except JaxdispError as e:  # name the run, keep the type
         e.args = (f'{name}: {e}',) + e.args[1:]
         raise
@@ -260,7 +243,6 @@ def sweep(get_config, strategies, seeds, workdir: str, overrides=(),
 
 def main(argv=None) -> int:
   args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
-  from jaxdisp import preemption  # pylint: disable=g-import-not-at-top
   try:
     strategies = _split(args.strategies, 'strategies')
     seeds = _split(args.seeds, 'seeds', int)
@@ -270,7 +252,7 @@ def main(argv=None) -> int:
   except JaxdispError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
-  except preemption.Preempted as e:
+  except Preempted as e:
     print(f'stopped: {e}', file=sys.stderr)
     return e.exit_code
   return 0

@@ -2,92 +2,43 @@
 
 import json
 import os
-import subprocess
 import sys
 
 import jax
 import numpy as np
 import pytest
 
-from jaxdisp import config_lib
-from jaxdisp.errors import JaxdispError
-from jaxdisp.main import run_experiment
+from _helpers import check_outputs, cli, load_results, tiny_config
+from jaxdisp import config_lib, strategies
+from jaxdisp.errors import JaxdispError, NumericalError
+from jaxdisp.experiment import run as run_experiment
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-# The demo config shrunk to seconds: 600 synthetic 16x16 images, 6 epochs, 100 + 2 x 50 labels.
-TINY = {
-    'dataset.num_train': 600, 'dataset.num_test': 200, 'dataset.image_size': 16,
-    'model.width': 8, 'train.epochs': 6, 'train.batch_size': 32, 'train.eval_batch_size': 128,
-    'al.initial_size': 100, 'al.budget': 50, 'al.rounds': 2, 'checkpoint.every_epochs': 2,
-    'log.progress_seconds': 0.0,
-}
+GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'golden', 'tiny_demo.json')
+BUILTIN = strategies.builtin_names()
 
 
-def tiny_config(**overrides):
-  sys.path.insert(0, os.path.join(REPO, 'configs'))
+@pytest.fixture(scope='module')
+def golden_runs(tmp_path_factory):
+  """Every built-in strategy on the tiny demo config (4 devices), and two on 1 device: run once
+  per module (``tests/golden/make_golden.py`` lists the same cases)."""
+  sys.path.insert(0, os.path.dirname(GOLDEN))
   try:
-    import demo  # pylint: disable=g-import-not-at-top
+    import make_golden  # pylint: disable=g-import-not-at-top
   finally:
     sys.path.pop(0)
-  cfg = demo.get_config()
-  for key, value in {**TINY, **overrides}.items():
-    node = cfg
-    *parents, leaf = key.split('.')
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return cfg
+  assert make_golden.BUILTIN == BUILTIN
+  runs = {}
+  for name, strategy, overrides in make_golden.cases():
+    workdir = tmp_path_factory.mktemp(name.replace('@', '-'))
+    cfg = tiny_config(strategy=strategy, **overrides)
+    runs[name] = (cfg, run_experiment(cfg, str(workdir)), workdir)
+  return runs
 
 
-def cli(workdir, *overrides, env=None, check=True):
-  args = [sys.executable, '-m', 'jaxdisp.main', '--config', os.path.join(REPO, 'configs/demo.py'),
-          '--workdir', str(workdir)]
-  args += [f'--config.{k}={v}' for k, v in TINY.items()] + list(overrides)
-  proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600,
-                        env={**os.environ, **(env or {})})
-  if check and proc.returncode != 0:
-    raise AssertionError(f'exit {proc.returncode}\n{proc.stderr[-3000:]}')
-  return proc
-
-
-def load_results(workdir):
-  with open(os.path.join(workdir, 'results.json')) as f:
-    return json.load(f)
-
-
-def check_outputs(workdir, cfg):
-  """results.json, selections.jsonl, TensorBoard events and the plot are all there and agree."""
-  res = load_results(workdir)
-  rounds = res['rounds']
-  assert [r['round'] for r in rounds] == list(range(cfg.al.rounds + 1))
-  labeled = cfg.al.initial_size
-  seen = set()
-  for r in rounds:
-    assert r['num_labeled'] == labeled
-    assert 0.0 <= r['test_accuracy'] <= 1.0
-    assert set(r['seconds']) == {'train', 'score', 'select'}
-    expected = cfg.al.budget if r['round'] < cfg.al.rounds else 0
-    assert len(r['selected']) == len(set(r['selected'])) == expected
-    assert not seen & set(r['selected'])
-    seen |= set(r['selected'])
-    labeled += expected
-  with open(os.path.join(workdir, 'selections.jsonl')) as f:
-    lines = [json.loads(line) for line in f]
-  assert len(lines) == cfg.al.budget * cfg.al.rounds
-  assert {l['id'] for l in lines} == seen
-  assert set(lines[0]) >= {'round', 'id', 'score', 'modal_label', 'label_changes'}
-  assert os.path.getsize(os.path.join(workdir, 'learning_curve.png')) > 1000
-  events = os.listdir(os.path.join(workdir, 'tensorboard'))
-  assert any(e.startswith('events.out.tfevents') for e in events)
-  return res
-
-
-@pytest.mark.parametrize('strategy', config_lib.STRATEGIES)
-def test_each_strategy_runs_end_to_end_on_four_devices(strategy, tmp_path):
+@pytest.mark.parametrize('strategy', BUILTIN)
+def test_each_strategy_runs_end_to_end_on_four_devices(strategy, golden_runs):
   assert jax.device_count() == 4
-  cfg = tiny_config(strategy=strategy, **({'model.dropout': 0.3} if strategy == 'bald' else {}))
-  state = run_experiment(cfg, str(tmp_path))
+  cfg, state, tmp_path = golden_runs[strategy]
   res = check_outputs(tmp_path, cfg)
   assert res['rounds'][-1]['test_accuracy'] > 0.2  # chance is 0.1
   diag = np.load(tmp_path / 'diagnostics' / 'round_0.npz')
@@ -111,6 +62,25 @@ def test_each_strategy_runs_end_to_end_on_four_devices(strategy, tmp_path):
       scores = [json.loads(l)['score'] for l in f]
     assert all(abs(s * 6 - round(s * 6)) < 1e-5 for s in scores)
   assert int(state.round) == cfg.al.rounds + 1
+
+
+def test_golden_results_are_unchanged_bit_for_bit(golden_runs):
+  """Selected ids and test accuracies of every pinned run equal tests/golden/tiny_demo.json,
+  recorded before the strategy plug-in redesign (same machine and jax version)."""
+  sys.path.insert(0, os.path.dirname(GOLDEN))
+  try:
+    import make_golden  # pylint: disable=g-import-not-at-top
+  finally:
+    sys.path.pop(0)
+  with open(GOLDEN) as f:
+    golden = json.load(f)
+  if golden['platform'] != make_golden.platform_id():
+    pytest.skip(f'golden results were recorded on {golden["platform"]}, this is '
+                f'{make_golden.platform_id()}: regenerate with tests/golden/make_golden.py')
+  assert set(golden['runs']) == set(golden_runs)
+  for name, (_, _, workdir) in golden_runs.items():
+    got = make_golden.summarize(load_results(workdir))
+    assert got == golden['runs'][name], name
 
 
 def test_same_seed_selects_the_same_ids_and_another_seed_does_not(tmp_path):
@@ -167,7 +137,6 @@ def test_inconsistent_config_values_are_refused(overrides, message):
 
 
 def test_diverging_training_stops_naming_epoch_and_step_and_keeps_the_checkpoint(tmp_path):
-  from jaxdisp.acquisition import NumericalError  # pylint: disable=g-import-not-at-top
   cfg = tiny_config(**{'train.learning_rate': 1e30, 'train.lr_milestones': (1.0,)})
   with pytest.raises(NumericalError, match=r'NaN/inf in round 0, epoch \d+, step \d+'):
     run_experiment(cfg, str(tmp_path))
@@ -176,14 +145,14 @@ def test_diverging_training_stops_naming_epoch_and_step_and_keeps_the_checkpoint
 
 def test_rounds_after_the_first_compile_nothing_on_four_devices():
   """The labeled set grows within one bucket: round 1 reuses every program of round 0."""
-  from jaxdisp import al_loop, data, diagnostics  # pylint: disable=g-import-not-at-top
-  diagnostics.enable()
+  from jaxdisp import al_loop, compile_counter, data  # pylint: disable=g-import-not-at-top
+  compile_counter.enable()
   cfg = tiny_config()
   exp = al_loop.Experiment.create(cfg, data.load_dataset(cfg.dataset))
   assert exp.mesh.size == 4
   state = al_loop.al_round(exp.initial_state(), exp)  # round 0: compiles
-  before = diagnostics.compile_counts()
+  before = compile_counter.compile_counts()
   state = al_loop.al_round(state, exp)  # round 1: trains, scores, selects again
-  after = diagnostics.compile_counts()
+  after = compile_counter.compile_counts()
   assert len(state.selected(1)) == cfg.al.budget
   assert {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)} == {}

@@ -9,8 +9,8 @@ import socket
 import subprocess
 import sys
 
-from jaxdisp.main import run_experiment
-from test_experiment import REPO, TINY, load_results, tiny_config
+from _helpers import REPO, TINY, load_results, tiny_config
+from jaxdisp.experiment import run as run_experiment
 
 
 def free_port():

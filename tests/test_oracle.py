@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from jaxdisp import data, label, oracle
-from jaxdisp.main import run_experiment
-from test_experiment import REPO, load_results, tiny_config
+from _helpers import REPO, load_results, tiny_config
+from jaxdisp.experiment import run as run_experiment
 
 
 def true_labels(cfg):

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from test_experiment import REPO, TINY, cli, load_results
+from _helpers import REPO, TINY, cli, load_results
 
 
 @pytest.fixture(scope='module')

@@ -322,7 +322,7 @@ def test_sweep_error_inside_a_run_names_the_run(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_sweep_end_to_end_then_skips_finished_runs(tmp_path, capsys, monkeypatch):
-  from test_experiment import TINY  # pylint: disable=g-import-not-at-top
+  from _helpers import TINY  # pylint: disable=g-import-not-at-top
   tiny = {**TINY, 'train.epochs': 2, 'al.rounds': 1}
   args = ['--config', os.path.join(REPO, 'configs', 'demo.py'), '--strategies',
           'dispersion,random', '--seeds', '0', '--workdir', str(tmp_path)]
@@ -351,8 +351,8 @@ def test_sweep_end_to_end_then_skips_finished_runs(tmp_path, capsys, monkeypatch
   assert os.path.exists(tmp_path / 'report' / 'dispersion_hist_dispersion.png')
 
   # Rerun: both runs are skipped without running (or loading) anything.
-  import jaxdisp.main  # pylint: disable=g-import-not-at-top
-  monkeypatch.setattr(jaxdisp.main, 'run_experiment', lambda *a: pytest.fail('ran again'))
+  import jaxdisp.experiment  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(jaxdisp.experiment, 'run', lambda *a: pytest.fail('ran again'))
   assert sweep.main(args) == 0
   out = capsys.readouterr().out
   assert out.count('already finished') == 2

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdisp import config_lib, diagnostics, models, parallel, train
+from jaxdisp import compile_counter, config_lib, input_pipeline, models, parallel, train
 
 
 def small_config(**train_overrides):
@@ -28,24 +28,31 @@ def fake_dataset(n=1600, size=16, classes=10, seed=0):
                                test_images=images[:300], test_labels=labels[:300])
 
 
-def build(cfg, num_devices, ds):
-  mesh = parallel.make_mesh(num_devices)
-  model = models.create_model(cfg.model, 10)
-  trainer = train.Trainer(model, cfg, mesh, ds.train_images.shape[1:], 10)
-  return trainer, train.put_data(ds, mesh)
+def build(cfg, num_devices, ds, mesh=None):
+  """(setup, compiled steps, device data) as an experiment builds them."""
+  mesh = mesh or parallel.make_mesh(num_devices)
+  setup = train.make_setup(cfg, mesh, ds.train_images.shape[1:], 10, record=True)
+  return setup, train.compile_steps(setup), input_pipeline.put_data(ds, mesh, setup.shard_train)
+
+
+def buffers(setup, labeled_ids, pool_ids):
+  labeled = train.index_buffer(labeled_ids, train.labeled_capacity(len(labeled_ids), 64),
+                               setup.mesh)
+  pool = train.index_buffer(pool_ids, train.pool_capacity(setup, len(pool_ids)), setup.mesh)
+  return labeled, pool
 
 
 def run_epochs(num_devices, epochs=1, num_labeled=300, step_loop='auto'):
   cfg = small_config(step_loop=step_loop)
   ds = fake_dataset()
-  tr, data = build(cfg, num_devices, ds)
-  labeled, nl = tr.index_buffer(np.arange(num_labeled), train.labeled_capacity(num_labeled, 64))
-  pool, npool = tr.index_buffer(np.arange(num_labeled, 1000), tr.pool_capacity(1000 - num_labeled))
-  state, history = tr.init(jax.random.key(0)), tr.empty_history(pool.shape[0])
+  setup, steps, data = build(cfg, num_devices, ds)
+  (labeled, nl), (pool, npool) = buffers(setup, np.arange(num_labeled),
+                                         np.arange(num_labeled, 1000))
+  state, history = steps.init(jax.random.key(0)), steps.empty_history(pool.shape[0])
   for _ in range(epochs):
-    state, history, metrics = tr.train_epoch(state, history, data, labeled, nl, pool, npool,
-                                             jax.random.key(1))
-  return state, history, metrics, tr.evaluate(state, data)
+    state, history, metrics = steps.train_epoch(state, history, data, labeled, nl, pool, npool,
+                                                jax.random.key(1))
+  return state, history, metrics.to_host(), steps.evaluate(state, data)
 
 
 def test_one_device_equals_four_devices():
@@ -74,26 +81,25 @@ def test_host_step_loop_equals_device_step_loop():
   np.testing.assert_allclose(float(mh['loss']), float(md['loss']), rtol=1e-5)
 
 
-EPOCH_FUNCTIONS = {'device': ('_train_epoch',), 'host': ('_epoch_begin', '_step', '_epoch_end')}
+EPOCH_FUNCTIONS = {'device': ('train_epoch',), 'host': ('epoch_begin', 'epoch_step', 'epoch_end')}
 
 
 @pytest.mark.parametrize('step_loop', ['host', 'device'])
 def test_labeled_sets_in_one_bucket_compile_the_epoch_once(step_loop):
-  diagnostics.enable()
+  compile_counter.enable()
   assert train.labeled_capacity(1000, 64) == train.labeled_capacity(1400, 64) == 2048
   cfg = small_config(epochs=1, step_loop=step_loop)
   ds = fake_dataset(n=2000)
-  tr, data = build(cfg, 4, ds)
-  pool, npool = tr.index_buffer(np.arange(1500, 2000), tr.pool_capacity(500))
+  setup, steps, data = build(cfg, 4, ds)
   names = EPOCH_FUNCTIONS[step_loop]
-  before = {f: diagnostics.compile_counts().get(f, 0) for f in names}
+  before = {f: compile_counter.compile_counts().get(f, 0) for f in names}
   for n in (1000, 1400):
-    labeled, nl = tr.index_buffer(np.arange(n), train.labeled_capacity(n, 64))
-    state, history = tr.init(jax.random.key(0)), tr.empty_history(pool.shape[0])
-    state, history, metrics = tr.train_epoch(state, history, data, labeled, nl, pool, npool,
-                                             jax.random.key(1))
-    assert int(metrics['steps']) == -(-n // 64)
-  after = diagnostics.compile_counts()
+    (labeled, nl), (pool, npool) = buffers(setup, np.arange(n), np.arange(1500, 2000))
+    state, history = steps.init(jax.random.key(0)), steps.empty_history(pool.shape[0])
+    state, history, metrics = steps.train_epoch(state, history, data, labeled, nl, pool, npool,
+                                                jax.random.key(1))
+    assert int(metrics.steps) == -(-n // 64)
+  after = compile_counter.compile_counts()
   assert {f: after[f] - before[f] for f in names} == {f: 1 for f in names}
 
 
@@ -140,14 +146,12 @@ def test_sharded_training_images_gather_exactly_and_train_like_replicated():
   results = []
   for placement in ('replicated', 'sharded'):
     cfg.dataset.placement = placement
-    tr = train.Trainer(models.create_model(cfg.model, 10), cfg, mesh, ds.train_images.shape[1:],
-                       10)
-    data = train.put_data(ds, mesh, tr.shard_train)
-    labeled, nl = tr.index_buffer(np.arange(300), train.labeled_capacity(300, 64))
-    pool, npool = tr.index_buffer(np.arange(300, 1000), tr.pool_capacity(700))
-    state, history = tr.init(jax.random.key(0)), tr.empty_history(pool.shape[0])
-    state, history, _ = tr.train_epoch(state, history, data, labeled, nl, pool, npool,
-                                       jax.random.key(1))
+    setup, steps, data = build(cfg, 4, ds, mesh)
+    assert setup.shard_train == (placement == 'sharded')
+    (labeled, nl), (pool, npool) = buffers(setup, np.arange(300), np.arange(300, 1000))
+    state, history = steps.init(jax.random.key(0)), steps.empty_history(pool.shape[0])
+    state, history, _ = steps.train_epoch(state, history, data, labeled, nl, pool, npool,
+                                          jax.random.key(1))
     results.append((data, state, history))
   (d_rep, s_rep, h_rep), (d_sh, s_sh, h_sh) = results
   assert d_sh.train_images.sharding.spec == jax.P('data', None, None, None)

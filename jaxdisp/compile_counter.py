@@ -33,6 +33,6 @@ def enable() -> None:
 
 
 def compile_counts() -> dict[str, int]:
-  """``{function name: XLA compilations so far}``, e.g. ``{'_train_epoch': 1}``."""
+  """``{function name: XLA compilations so far}``, e.g. ``{'train_epoch': 1}``."""
   with _lock:
     return {name.removeprefix('jit(').removesuffix(')'): n for name, n in _counts.items()}

@@ -1,52 +1,23 @@
 """Outputs in the workdir: results.json, selections.jsonl, learning_curve.png, TensorBoard, progress.
 
 All files are derived from ``ALState`` (plus the config and dataset), so they are always
-consistent with the newest round checkpoint, and they are written atomically (temporary file +
-rename): a process killed mid-write leaves the previous version, never a torn file.
+consistent with the newest round checkpoint, and they are written with
+:func:`jaxdisp.io_utils.atomic_write`: a process killed mid-write leaves the previous version,
+never a torn file.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
-import tempfile
 import time
 
 import numpy as np
 from absl import logging
 
-from jaxdisp import preemption
-
-
-TMP_SUFFIX = '.jaxdisp-tmp'
-
-
-def remove_stale_temporaries(directory: str) -> None:
-  """Deletes temporaries of writes that a killed process never renamed into place."""
-  if os.path.isdir(directory):
-    for name in os.listdir(directory):
-      if name.startswith('.') and name.endswith(TMP_SUFFIX):
-        os.unlink(os.path.join(directory, name))
-
-
-def write_atomic(path: str, text: str) -> None:
-  """Writes ``text`` to ``path`` via a temporary file in the same directory and a rename."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.' + os.path.basename(path) + '.',
-                             suffix=TMP_SUFFIX)
-  try:
-    with os.fdopen(fd, 'w') as f:
-      f.write(text)
-      f.flush()
-      os.fsync(f.fileno())
-    preemption.fault_point('results_write')
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
+from jaxdisp.io_utils import atomic_write
 
 
 def results(cfg, dataset, state) -> dict:
@@ -96,18 +67,21 @@ def plot_learning_curve(path: str, state, title: str) -> None:
   ax.set_title(title, fontsize=9)
   ax.grid(alpha=0.3)
   fig.tight_layout()
-  tmp = os.path.join(os.path.dirname(path), '.' + os.path.basename(path) + TMP_SUFFIX)
-  fig.savefig(tmp, format='png')
+  buf = io.BytesIO()
+  fig.savefig(buf, format='png')
   plt.close(fig)
-  os.replace(tmp, path)
+  atomic_write(path, buf.getvalue())
 
 
-def write_outputs(workdir: str, cfg, dataset, state) -> None:
-  """(Re)writes results.json, selections.jsonl and learning_curve.png from ``state``."""
-  write_atomic(os.path.join(workdir, 'results.json'),
-               json.dumps(results(cfg, dataset, state), indent=1) + '\n')
-  write_atomic(os.path.join(workdir, 'selections.jsonl'),
-               ''.join(json.dumps(s) + '\n' for s in selections(dataset, state)))
+def write_outputs(workdir: str, cfg, dataset, state, before_replace=None) -> None:
+  """(Re)writes results.json, selections.jsonl and learning_curve.png from ``state``.
+
+  ``before_replace``: passed to :func:`atomic_write` (the crash tests' fault point).
+  """
+  atomic_write(os.path.join(workdir, 'results.json'),
+               json.dumps(results(cfg, dataset, state), indent=1) + '\n', before_replace)
+  atomic_write(os.path.join(workdir, 'selections.jsonl'),
+               ''.join(json.dumps(s) + '\n' for s in selections(dataset, state)), before_replace)
   plot_learning_curve(os.path.join(workdir, 'learning_curve.png'), state,
                       f'{dataset.name} / {cfg.strategy} / seed {cfg.seed}')
 
@@ -139,6 +113,7 @@ class Progress:
     self._last = 0.0
 
   def on_epoch(self, round_: int, epoch: int, metrics: dict) -> None:
+    """``metrics``: an epoch's ``train.EpochMetrics.to_host()``."""
     step = round_ * self.epochs + epoch + 1
     m = {k: float(v) for k, v in metrics.items()}
     self.writer.write_scalars(step, {'train/loss': m['loss'],

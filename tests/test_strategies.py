@@ -1,18 +1,19 @@
-"""Selection and the uncertainty scores against NumPy references."""
+"""Selection, the strategies' scores against NumPy references, and the strategy registry."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdisp import acquisition, parallel
+from jaxdisp import parallel, selection, strategies
+from jaxdisp.strategies.coreset import kcenter_greedy
 
 
 def test_select_top_orders_by_score_then_tie_then_position():
   scores = np.float32([0.5, 0.9, 0.5, 0.5, 0.9, 0.1, 0.99, 0.99])
   tie = np.float32([0.1, 0.2, 0.9, 0.9, 0.3, 0.5, 0.0, 0.0])
   num_valid = 6  # rows 6, 7 are padding: never selected although their scores are highest
-  got, got_scores = acquisition.select_top(scores, tie, num_valid, 5)
+  got, got_scores = selection.select_top(scores, tie, num_valid, 5)
   # 0.9s: tie 0.3 (4) before 0.2 (1); 0.5s: tie 0.9 (2, 3: position order), then 0.1 (0).
   np.testing.assert_array_equal(np.asarray(got), [4, 1, 2, 3, 0])
   np.testing.assert_array_equal(np.asarray(got_scores), scores[[4, 1, 2, 3, 0]])
@@ -24,7 +25,7 @@ def test_select_top_on_sharded_scores_matches_numpy_lexsort():
   n, valid, k = 4096, 3900, 250
   scores = (rng.integers(0, 11, n) / 10).astype(np.float32)  # 11 values: mostly ties
   tie = rng.random(n).astype(np.float32)
-  got = acquisition.select_top(parallel.put_sharded(scores, mesh),
+  got = selection.select_top(parallel.put_sharded(scores, mesh),
                                parallel.put_sharded(tie, mesh), jnp.int32(valid), k)[0]
   order = np.lexsort((np.arange(valid), -tie[:valid], -scores[:valid]))
   np.testing.assert_array_equal(np.asarray(got), order[:k])
@@ -33,10 +34,10 @@ def test_select_top_on_sharded_scores_matches_numpy_lexsort():
 def test_uncertainty_scores_match_numpy():
   rng = np.random.default_rng(1)
   p = rng.dirichlet(np.ones(5), 64).astype(np.float32)
-  np.testing.assert_allclose(acquisition.entropy(p), -(p * np.log(p)).sum(1), rtol=1e-5)
+  np.testing.assert_allclose(strategies.entropy(p), -(p * np.log(p)).sum(1), rtol=1e-5)
   s = np.sort(p, 1)
-  np.testing.assert_allclose(acquisition.neg_margin(p), s[:, -2] - s[:, -1], rtol=1e-6)
-  np.testing.assert_allclose(acquisition.least_confidence(p), 1 - s[:, -1], rtol=1e-6)
+  np.testing.assert_allclose(strategies.neg_margin(p), s[:, -2] - s[:, -1], rtol=1e-6)
+  np.testing.assert_allclose(strategies.least_confidence(p), 1 - s[:, -1], rtol=1e-6)
 
 
 def numpy_kcenter(pool, labeled, budget):
@@ -56,13 +57,15 @@ def test_kcenter_greedy_matches_numpy_and_ignores_padding():
   labeled = rng.normal(size=(70, 8)).astype(np.float32)
   pool_padded = np.concatenate([pool, 100 + np.zeros((20, 8), np.float32)])  # far-away padding
   lab_padded = np.concatenate([labeled, np.zeros((30, 8), np.float32)])
-  chosen, dists = acquisition.kcenter_greedy(pool_padded, jnp.int32(300), lab_padded,
+  chosen, dists = kcenter_greedy(pool_padded, jnp.int32(300), lab_padded,
                                              jnp.int32(70), 12, chunk=32)
   np.testing.assert_array_equal(np.asarray(chosen), numpy_kcenter(pool, labeled, 12))
   assert np.all(np.diff(np.asarray(dists)) <= 1e-5)  # farthest-first: non-increasing
 
 
-def test_nan_scores_are_refused():
-  with pytest.raises(acquisition.NumericalError, match='NaN'):
-    acquisition.check_finite(jnp.array([0.1, jnp.nan, 0.3]), 3, 'entropy')
-  acquisition.check_finite(jnp.array([0.1, 0.2, jnp.nan]), 2, 'entropy')  # padding is ignored
+def test_nonfinite_rows_are_counted_and_padding_is_ignored():
+  scores = jnp.array([0.1, jnp.nan, 0.3, jnp.inf])
+  feats = jnp.array([[0.0, 1.0], [1.0, 2.0], [jnp.nan, 0.0], [0.0, 0.0]])
+  assert int(selection.count_nonfinite_rows([scores], 4)) == 2
+  assert int(selection.count_nonfinite_rows([scores], 1)) == 0  # rows past num_valid: padding
+  assert int(selection.count_nonfinite_rows([scores, feats], 3)) == 2  # a row counts once

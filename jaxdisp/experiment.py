@@ -1,0 +1,215 @@
+"""The experiment runner: the active-learning loop and every side effect, in one place.
+
+:func:`run` loads the data, restores or starts the experiment, and runs the remaining rounds
+with :mod:`jaxdisp.al_loop`'s pure steps; around them it owns everything that touches the world:
+checkpoints (rounds, and every ``checkpoint.every_epochs`` inside a round), the NaN policy,
+SIGTERM/SIGINT, the crash tests' fault points, progress lines and TensorBoard, timing,
+``results.json`` and the other outputs, the pool diagnostics, and the files oracle. It is what
+``python -m jaxdisp.main``, ``jaxdisp.sweep``, the benchmarks and the tests run.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import jax
+from absl import logging
+
+from jaxdisp import al_loop, checkpointing, config_lib, data, io_utils, oracle, outputs, preemption
+from jaxdisp import train
+from jaxdisp.errors import JaxdispError, NumericalError
+
+
+def default_workdir(cfg) -> str:
+  return os.path.join('workdirs', f'{cfg.dataset.name}-{cfg.strategy}-seed{cfg.seed}')
+
+
+def checkpoint_dir(cfg, workdir: str) -> str:
+  return cfg.checkpoint.dir or os.path.join(workdir, 'checkpoints')
+
+
+def run(cfg, workdir: str) -> al_loop.ALState:
+  """Runs (or resumes) the experiment of ``cfg`` in ``workdir``; returns the final ALState.
+
+  Raises :class:`~jaxdisp.errors.JaxdispError` for bad inputs and
+  :class:`~jaxdisp.errors.Preempted` after a stop signal (checkpoint saved).
+  """
+  config_lib.validate(cfg)
+  dataset = data.load_dataset(cfg.dataset, lazy=train.shards_train_images(cfg))
+  config_lib.validate_against_data(cfg, dataset.num_train, dataset.num_classes)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise JaxdispError(f'cannot create --workdir {workdir}: {e.strerror or e}') from None
+  primary = jax.process_index() == 0  # the one process that writes outputs (all checkpoint)
+  if primary:
+    io_utils.remove_stale_temporaries(workdir)
+  logging.info('dataset %s: %d train / %d test, %d classes; %d %s device(s)', dataset.name,
+               dataset.num_train, dataset.num_test, dataset.num_classes, jax.device_count(),
+               jax.devices()[0].platform)
+  try:
+    ckpt = checkpointing.Checkpointer(checkpoint_dir(cfg, workdir), cfg.train.epochs,
+                                     cfg.checkpoint.every_epochs)
+  except OSError as e:
+    raise JaxdispError(f'cannot use the checkpoint folder {checkpoint_dir(cfg, workdir)}: '
+                       f'{e.strerror or e}') from None
+  try:
+    _check_saved_config(ckpt, cfg, workdir)
+    exp = al_loop.Experiment.create(cfg, dataset)
+    state = _restore(ckpt, exp, workdir, primary)
+    if not al_loop.is_finished(state, cfg):
+      runner = Runner(exp, workdir, ckpt, outputs.Progress(workdir, cfg, cfg.al.rounds + 1,
+                                                           write=primary), primary)
+      with preemption.StopSignal() as stop:
+        runner.stop = stop
+        state = runner.run(state)
+        if state is None:
+          return runner.last_state
+  finally:
+    ckpt.wait()
+    ckpt.close()
+  print(outputs.summary(state))
+  return state
+
+
+def _check_saved_config(ckpt, cfg, workdir: str) -> None:
+  saved = ckpt.round_meta()
+  if saved is None:
+    return
+  diff = config_lib.config_diff(saved['config'], cfg.to_dict())
+  if diff and not cfg.resume_force:
+    raise JaxdispError(f'workdir {workdir} holds a run with a different config ('
+                       + '; '.join(diff) + '): use another --workdir, or '
+                       '--config.resume_force=True to continue with the new values')
+  if diff:
+    logging.warning('resuming %s with a changed config (resume_force): %s', workdir,
+                    '; '.join(diff))
+
+
+def _restore(ckpt, exp: al_loop.Experiment, workdir: str, primary: bool) -> al_loop.ALState:
+  fresh = exp.initial_state()
+  try:
+    restored = ckpt.latest_round(fresh)
+  except (ValueError, TypeError) as e:  # shapes changed under resume_force (e.g. al.rounds)
+    raise JaxdispError(f'cannot resume {workdir} with this config: the saved state does not fit '
+                       f'({type(e).__name__}); use another --workdir') from None
+  if not restored:
+    return fresh
+  state = restored[0]
+  logging.info('resuming %s after round %d', workdir, int(state.round) - 1)
+  if primary:
+    outputs.write_outputs(workdir, exp.cfg, exp.dataset, state)
+  return state
+
+
+class Runner:
+  """Runs rounds of one experiment with its side effects. ``Runner(exp)`` alone (no workdir,
+  checkpoints or progress) is a timed :func:`al_loop.al_round`, as the benchmarks use it."""
+
+  def __init__(self, exp: al_loop.Experiment, workdir: str | None = None, ckpt=None,
+               progress=None, primary: bool = True):
+    self.exp, self.cfg, self.workdir = exp, exp.cfg, workdir
+    self.ckpt, self.progress, self.primary = ckpt, progress, primary
+    self.stop = None  # a preemption.StopSignal while running
+    self.last_state = None
+
+  # ---- the loop -------------------------------------------------------------------------------
+
+  def run(self, state: al_loop.ALState) -> al_loop.ALState | None:
+    """Rounds until the experiment is finished; None if the files oracle waits for labels."""
+    cfg = self.cfg
+    try:
+      while not al_loop.is_finished(state, cfg):
+        self.last_state = state
+        if cfg.oracle == 'files' and int(state.round) > 0:
+          waiting = self._apply_oracle_labels(state)
+          if waiting:
+            print(waiting)
+            return None
+        state = self.round(state)
+        r = int(state.round) - 1
+        self.ckpt.save_round(state, {'config': cfg.to_dict(), 'round': r})
+        preemption.fault_point('round', r)
+        if self.primary:
+          outputs.write_outputs(self.workdir, cfg, self.exp.dataset, state,
+                                before_replace=lambda: preemption.fault_point('results_write'))
+        self.progress.on_round(state, r)
+        logging.info('round %d: %d labels, test accuracy %.2f%%', r, int(state.num_labeled[r]),
+                     100 * float(state.test_accuracy[r]))
+        if not al_loop.is_finished(state, cfg):
+          self.stop.check(f'after round {r}')
+    finally:
+      self.progress.close()
+    return state
+
+  def round(self, state: al_loop.ALState) -> al_loop.ALState:
+    """One round: train (resuming a mid-round checkpoint), evaluate, score, select; timed."""
+    exp = self.exp
+    t0 = time.perf_counter()
+    ctx = al_loop.begin_round(state, exp)
+    ctx = self._resume(ctx)
+    for epoch in range(ctx.epoch, self.cfg.train.epochs):
+      ctx, metrics = al_loop.train_epoch(exp, ctx)
+      self._after_epoch(ctx, epoch, metrics)
+    accuracy = al_loop.test_accuracy(exp, ctx)
+    t1 = time.perf_counter()
+    chosen, seconds = None, [t1 - t0, 0.0, 0.0]
+    if al_loop.needs_query(state, exp, ctx):
+      scored = al_loop.score_pool(exp, ctx)
+      al_loop.check_scores(exp, ctx, scored)  # also waits for the scores
+      t2 = time.perf_counter()
+      chosen = al_loop.select(exp, ctx, scored)
+      seconds[1:] = [t2 - t1, time.perf_counter() - t2]
+      if self.workdir is not None and self.primary and self.cfg.log.pool_diagnostics:
+        io_utils.save_npz_atomic(
+            os.path.join(self.workdir, 'diagnostics', f'round_{ctx.round}.npz'),
+            **al_loop.pool_diagnostics(exp, ctx, scored))
+    return al_loop.finish_round(state, exp, ctx, accuracy, chosen, seconds)
+
+  # ---- side effects around the steps ----------------------------------------------------------
+
+  def _resume(self, ctx: al_loop.RoundCtx) -> al_loop.RoundCtx:
+    if self.ckpt is None:
+      return ctx
+    restored = self.ckpt.restore_train(ctx.round, ctx.train_state, ctx.history)
+    if restored is not None:
+      ctx = ctx.replace(train_state=restored[0], history=restored[1])
+      logging.info('round %d: resuming training at epoch %d', ctx.round, ctx.epoch)
+    self.progress.start_round(ctx.round, ctx.epoch)
+    return ctx
+
+  def _after_epoch(self, ctx: al_loop.RoundCtx, epoch: int, metrics) -> None:
+    """The NaN policy, progress, checkpoints, fault points and preemption after an epoch."""
+    if self.ckpt is None:
+      return
+    cfg, round_, done = self.cfg, ctx.round, epoch + 1  # epochs completed in this round
+    m = metrics.to_host()
+    if not m['finite']:
+      raise NumericalError(
+          f'training loss is NaN/inf in round {round_}, epoch {epoch}, step '
+          f'{int(m["first_bad_step"])}; the last good checkpoint is kept '
+          '(lower train.learning_rate)')
+    self.progress.on_epoch(round_, epoch, m)
+    stopping = self.stop.signum is not None and done < cfg.train.epochs
+    if self.ckpt.maybe_save_train(round_, done, ctx.train_state, ctx.history, force=stopping):
+      preemption.fault_point('train_save', round_, done)
+    if preemption.fault_armed('epoch'):
+      self.ckpt.wait()
+      preemption.fault_point('epoch', round_, done)
+    if stopping:
+      self.ckpt.wait()
+      self.stop.check(f'in round {round_} after epoch {done}/{cfg.train.epochs}')
+
+  def _apply_oracle_labels(self, state) -> str:
+    """Files oracle: trains on the ledger's labels; or returns how-to-continue while waiting."""
+    last = int(state.round) - 1
+    if self.primary:
+      oracle.write_queries(self.workdir, last, [
+          s for s in outputs.selections(self.exp.dataset, state) if s['round'] == last])
+    missing = oracle.missing_labels(self.workdir, state.labeled_round)
+    if len(missing):
+      return oracle.how_to_continue(self.workdir, last, len(missing))
+    self.exp = self.exp.with_train_labels(
+        oracle.training_labels(self.workdir, self.exp.dataset.train_labels))
+    return ''

@@ -1,0 +1,17 @@
+"""Acquisition strategies: one module per strategy (or family), all in one registry.
+
+  from jaxdisp import strategies
+  strategies.get('dispersion')        # a Strategy record
+  strategies.names()                  # every registered name, built-ins first
+  strategies.register(Strategy(...))  # a strategy of your own (see configs/custom_strategy.py)
+"""
+
+from jaxdisp.strategies.base import (
+    ChunkInputs, PoolView, RECORDS, Strategy, builtin_names, entropy, get, least_confidence, names,
+    neg_margin, pool_outputs, register, register_output, tie_key, tie_outputs, unregister)
+# Built-ins, registered in this order (the order of reports and tables).
+from jaxdisp.strategies import dispersion, random_sampling, uncertainty, bald, coreset  # pylint: disable=g-bad-import-order
+
+__all__ = ['ChunkInputs', 'PoolView', 'RECORDS', 'Strategy', 'builtin_names', 'entropy', 'get',
+           'least_confidence', 'names', 'neg_margin', 'pool_outputs', 'register',
+           'register_output', 'tie_key', 'tie_outputs', 'unregister']

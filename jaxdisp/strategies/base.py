@@ -1,0 +1,227 @@
+"""The strategy plug-in interface: :class:`Strategy`, :class:`PoolView`, the registries.
+
+A strategy declares what it needs and says how to score or select:
+
+* ``records``: per-epoch statistics of the pool recorded during training (``'labels'``: each
+  epoch's predicted label, the prediction history label dispersion is computed from);
+* ``outputs`` / ``labeled_outputs``: per-sample outputs of the round's final model on the pool /
+  on the labeled set, computed in one pass (``'features'``, ``'logits'``, ``'probs'``,
+  ``'bald'``, or any output registered with :func:`register_output`);
+* ``score(view) -> [P]`` (higher = query first; the top ``budget`` are selected with the
+  strategy's tie-break), or ``select(view, budget) -> (positions, scores)`` for strategies that
+  choose a batch as a whole (k-center greedy);
+* ``check_config(cfg)``: raise :class:`~jaxdisp.errors.ConfigError` for configs it cannot run.
+
+The core reads nothing else: it records what ``records`` asks for, runs one pool pass for the
+union of ``outputs`` and the report's diagnostics, hands the strategy a :class:`PoolView` and
+selects. A strategy defined in a config file and passed to :func:`register` runs like a
+built-in one (``configs/custom_strategy.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh
+
+from jaxdisp import dispersion, parallel, train
+from jaxdisp.errors import ConfigError
+
+Array = jax.Array
+
+# Per-epoch pool statistics the record path can write.
+RECORDS = ('labels',)
+
+
+@dataclasses.dataclass(frozen=True)
+class PoolView:
+  """What a strategy sees of a trained round. Arrays are on device, split along the pool like
+  the pool buffer; rows past ``num_pool`` (``num_labeled``) are padding."""
+  cfg: Any
+  mesh: Mesh
+  num_classes: int
+  history: Array  # int [T, P] predicted labels per recorded epoch (-1 = not recorded); T may be 0
+  outputs: dict  # name -> [P, ...] outputs of the final model on the pool
+  num_pool: Array
+  labeled_outputs: dict  # name -> [L, ...] the same on the labeled set
+  num_labeled: Array
+  key: Array  # the round's scoring key (random orders, Monte-Carlo draws)
+
+  @property
+  def capacity(self) -> int:
+    return self.history.shape[1]
+
+  def label_dispersion(self) -> Array:
+    """``1 - f_x / T`` of every pool position, with the config's ``dispersion.*`` options
+    (computed where each device holds its columns; no communication)."""
+    d = self.cfg.dispersion
+    return dispersion.sharded_label_dispersion(self.history, self.num_classes, self.mesh,
+                                               mode_last_k=d.mode_last_k,
+                                               denominator=d.denominator)
+
+
+def _no_check(cfg) -> None:
+  del cfg
+
+
+def _random_tie(cfg) -> str:
+  del cfg
+  return 'random'
+
+
+@dataclasses.dataclass(frozen=True)
+class Strategy:
+  """An acquisition strategy (see the module docstring)."""
+  name: str
+  summary: str  # one line: what is queried
+  reference: str = ''  # the paper, and how it was adapted
+  cost: str = ''  # what it costs per round beyond training
+  records: tuple = ()
+  outputs: tuple = ()
+  labeled_outputs: tuple = ()
+  score: Callable[[PoolView], Array] | None = None
+  select: Callable[[PoolView, int], tuple[Array, Array]] | None = None
+  tie_break: Callable[[Any], str] = _random_tie  # cfg -> 'random' | 'entropy' | 'margin'
+  check_config: Callable[[Any], None] = _no_check
+  needs_dropout: bool = False  # Monte-Carlo dropout: needs model.dropout > 0
+
+  def __post_init__(self):
+    if (self.score is None) == (self.select is None):
+      raise ValueError(f'strategy {self.name!r}: give exactly one of score= or select=')
+    unknown = [r for r in self.records if r not in RECORDS]
+    if unknown:
+      raise ValueError(f'strategy {self.name!r}: unknown records {unknown}; known: {RECORDS}')
+
+
+_STRATEGIES: dict[str, Strategy] = {}
+_BUILTIN: set[str] = set()
+
+
+def register(strategy: Strategy, *, replace: bool = False, builtin: bool = False) -> Strategy:
+  """Adds ``strategy`` under its name. Registering a name again replaces the earlier entry
+  (config files may be executed more than once), except a built-in one without ``replace``."""
+  if strategy.name in _BUILTIN and not replace:
+    raise ValueError(f'strategy {strategy.name!r} is built in; pass replace=True to override it')
+  unknown = [o for o in strategy.outputs + strategy.labeled_outputs if o not in _OUTPUTS]
+  if unknown:
+    raise ValueError(f'strategy {strategy.name!r}: unknown outputs {unknown}; register them '
+                     f'with register_output (known: {sorted(_OUTPUTS)})')
+  _STRATEGIES[strategy.name] = strategy
+  if builtin:
+    _BUILTIN.add(strategy.name)
+  return strategy
+
+
+def unregister(name: str) -> None:
+  """Removes a strategy that is not built in (tests, notebooks)."""
+  if name in _BUILTIN:
+    raise ValueError(f'strategy {name!r} is built in')
+  _STRATEGIES.pop(name, None)
+
+
+def get(name: str) -> Strategy:
+  if name not in _STRATEGIES:
+    raise ConfigError(f'strategy={name!r} is not one of {list(_STRATEGIES)}')
+  return _STRATEGIES[name]
+
+
+def names() -> tuple[str, ...]:
+  """Registered strategies, built-ins first in their documented order."""
+  return tuple(_STRATEGIES)
+
+
+def builtin_names() -> tuple[str, ...]:
+  """The strategies that ship with jaxdisp, in their documented order."""
+  return tuple(n for n in _STRATEGIES if n in _BUILTIN)
+
+
+def needs_dropout_check(name: str) -> Callable[[Any], None]:
+  """A ``check_config`` that refuses configs without Monte-Carlo dropout."""
+
+  def check(cfg) -> None:
+    if cfg.model.dropout <= 0:
+      raise ConfigError(f'strategy={name} needs Monte-Carlo dropout: set '
+                        '--config.model.dropout to e.g. 0.3')
+  return check
+
+
+# ---- pool outputs -------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class ChunkInputs:
+  """What an output function sees for one chunk of rows (inside jit)."""
+  setup: train.TrainSetup
+  variables: dict
+  features: Array  # [chunk, F] penultimate features, eval mode, float32
+  idx: Array  # [chunk] dataset ids
+  key: Array
+  cfg: Any
+
+  def logits(self, deterministic: bool = True, rngs=None) -> Array:
+    return self.setup.model.apply(self.variables, self.features, method='classify',
+                                  deterministic=deterministic, rngs=rngs)
+
+
+_OUTPUTS: dict[str, Callable[[ChunkInputs], Array]] = {}
+
+
+def register_output(name: str, fn: Callable[[ChunkInputs], Array]) -> None:
+  """Makes ``name`` available to ``Strategy.outputs``: ``fn`` maps a :class:`ChunkInputs` to
+  per-row values ``[chunk, ...]``."""
+  _OUTPUTS[name] = fn
+
+
+register_output('features', lambda c: c.features)
+register_output('logits', lambda c: c.logits())
+register_output('probs', lambda c: jax.nn.softmax(c.setup.model.apply(
+    c.variables, c.features, method='classify')))
+
+
+def pool_outputs(setup: train.TrainSetup, cfg, state: train.TrainState, data, idx: Array,
+                 num: Array, key: Array, outputs: tuple[str, ...]) -> dict:
+  """The named ``outputs`` of the final model on the rows ``idx`` (one forward pass; eval mode).
+
+  Jit it with ``outputs`` static (the caller closes over ``setup`` and ``cfg``).
+  """
+  v = train.variables(state)
+
+  def per_chunk(chunk_idx, valid):
+    del valid
+    feats = setup.model.apply(v, train.model_inputs(setup, data, chunk_idx), method='embed')
+    inputs = ChunkInputs(setup, v, feats, chunk_idx, key, cfg)
+    return {name: _OUTPUTS[name](inputs) for name in outputs}
+
+  return parallel.map_in_chunks(per_chunk, idx, num, setup.chunk, setup.mesh)
+
+
+# ---- small score helpers shared by strategies ---------------------------------------------------
+
+def entropy(probs: Array) -> Array:
+  return -jnp.sum(jnp.where(probs > 0, probs * jnp.log(probs), 0.0), axis=-1)
+
+
+def neg_margin(probs: Array) -> Array:
+  """Minus the gap between the two most probable classes (higher = less sure)."""
+  top2 = jax.lax.top_k(probs, 2)[0]
+  return top2[:, 1] - top2[:, 0]
+
+
+def least_confidence(probs: Array) -> Array:
+  return 1.0 - probs.max(-1)
+
+
+TIE_BREAKS = {'entropy': entropy, 'margin': neg_margin}
+
+
+def tie_key(rule: str, view: PoolView, key: Array) -> Array:
+  """Secondary key among equal scores: keyed random, or the final model's uncertainty."""
+  if rule == 'random':
+    return jax.random.uniform(key, (view.capacity,))
+  return TIE_BREAKS[rule](view.outputs['probs'])
+
+
+def tie_outputs(rule: str) -> tuple[str, ...]:
+  return () if rule == 'random' else ('probs',)

@@ -1,0 +1,74 @@
+"""Shared test helpers: the tiny demo config, the CLI, and checks of a run's outputs."""
+
+import json
+import os
+import subprocess
+import sys
+
+from jaxdisp import config_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# The demo config shrunk to seconds: 600 synthetic 16x16 images, 6 epochs, 100 + 2 x 50 labels.
+TINY = {
+    'dataset.num_train': 600, 'dataset.num_test': 200, 'dataset.image_size': 16,
+    'model.width': 8, 'train.epochs': 6, 'train.batch_size': 32, 'train.eval_batch_size': 128,
+    'al.initial_size': 100, 'al.budget': 50, 'al.rounds': 2, 'checkpoint.every_epochs': 2,
+    'log.progress_seconds': 0.0,
+}
+
+
+def tiny_config(**overrides):
+  sys.path.insert(0, os.path.join(REPO, 'configs'))
+  try:
+    import demo  # pylint: disable=g-import-not-at-top
+  finally:
+    sys.path.pop(0)
+  cfg = demo.get_config()
+  for key, value in {**TINY, **overrides}.items():
+    config_lib.set_key(cfg, key, value)
+  return cfg
+
+
+def cli(workdir, *overrides, env=None, check=True, config='configs/demo.py'):
+  """``python -m jaxdisp.main`` on ``config`` shrunk by TINY, then ``overrides``."""
+  args = [sys.executable, '-m', 'jaxdisp.main', '--config', os.path.join(REPO, config),
+          '--workdir', str(workdir)]
+  args += [f'--config.{k}={v}' for k, v in TINY.items()] + list(overrides)
+  proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600,
+                        env={**os.environ, **(env or {})})
+  if check and proc.returncode != 0:
+    raise AssertionError(f'exit {proc.returncode}\n{proc.stderr[-3000:]}')
+  return proc
+
+
+def load_results(workdir):
+  with open(os.path.join(workdir, 'results.json')) as f:
+    return json.load(f)
+
+
+def check_outputs(workdir, cfg):
+  """results.json, selections.jsonl, TensorBoard events and the plot are all there and agree."""
+  res = load_results(workdir)
+  rounds = res['rounds']
+  assert [r['round'] for r in rounds] == list(range(cfg.al.rounds + 1))
+  labeled = cfg.al.initial_size
+  seen = set()
+  for r in rounds:
+    assert r['num_labeled'] == labeled
+    assert 0.0 <= r['test_accuracy'] <= 1.0
+    assert set(r['seconds']) == {'train', 'score', 'select'}
+    expected = cfg.al.budget if r['round'] < cfg.al.rounds else 0
+    assert len(r['selected']) == len(set(r['selected'])) == expected
+    assert not seen & set(r['selected'])
+    seen |= set(r['selected'])
+    labeled += expected
+  with open(os.path.join(workdir, 'selections.jsonl')) as f:
+    lines = [json.loads(line) for line in f]
+  assert len(lines) == cfg.al.budget * cfg.al.rounds
+  assert {l['id'] for l in lines} == seen
+  assert set(lines[0]) >= {'round', 'id', 'score', 'modal_label', 'label_changes'}
+  assert os.path.getsize(os.path.join(workdir, 'learning_curve.png')) > 1000
+  events = os.listdir(os.path.join(workdir, 'tensorboard'))
+  assert any(e.startswith('events.out.tfevents') for e in events)
+  return res
