@@ -40,12 +40,17 @@ def base_config() -> ml_collections.ConfigDict:
   c.dataset.placement = 'auto'
   c.dataset.train_split = 'train'
   c.dataset.test_split = 'test'
+  # Long-tailed training split (Cui et al., CVPR 2019): class i keeps
+  # floor(n_max * (1 / imbalance) ** (i / (C - 1))) samples, so the largest class is `imbalance`
+  # times the smallest; which samples is keyed by dataset.data_seed. 1 = the data as given.
+  # The test split stays as given.
+  c.dataset.imbalance = 1.0
   # synthetic source only
   c.dataset.num_train = 5000
   c.dataset.num_test = 1000
   c.dataset.num_classes = 10  # synthetic: classes to generate; folder/tfds: 0 = take from the data
   c.dataset.image_size = 32
-  c.dataset.data_seed = 0
+  c.dataset.data_seed = 0  # synthetic images; also which samples dataset.imbalance keeps
 
   c.model = ml_collections.ConfigDict()
   c.model.name = 'resnet18'  # resnet18 | small_cnn
@@ -176,6 +181,11 @@ def validate(cfg) -> None:
         f'dataset.num_classes={cfg.dataset.num_classes} must be >= 0 (0 = from the data)')
   check(cfg.dataset.source in SOURCES,
         f'dataset.source={cfg.dataset.source!r} is not one of {list(SOURCES)}')
+  imbalance = cfg.dataset.imbalance
+  check(imbalance >= 1.0 and imbalance != float('inf'),  # NaN fails >= as well
+        f'dataset.imbalance={imbalance} must be a finite number >= 1 (1 = the data as given, '
+        '10 = the largest class 10 times the smallest)')
+  check(cfg.dataset.data_seed >= 0, f'dataset.data_seed={cfg.dataset.data_seed} must be >= 0')
   check(cfg.dataset.placement in ('auto', 'replicated', 'sharded'),
         f"dataset.placement={cfg.dataset.placement!r} must be 'auto', 'replicated' or 'sharded'")
   check(cfg.dataset.source != 'folder' or cfg.dataset.root,

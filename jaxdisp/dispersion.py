@@ -15,7 +15,7 @@ authors' code (Javadzb/Class-Balanced-AL, ``query_strategies/dispersion.py``), b
 * ``denominator='T+1'``: divide by ``T_x + 1`` (their ``n_epoch + 1``), so a sample that never
   changes scores ``1/(T+1)`` instead of 0.
 
-A sample with no recorded epoch gets dispersion 0.
+A sample with no recorded epoch gets dispersion 0 (under either denominator).
 
 **How it is computed.** The history is read once, in blocks of columns: for each block a loop
 adds up to 32 history rows at a time into per-class counters ``[C, block]`` (uint8 while
@@ -145,7 +145,9 @@ def label_dispersion(history: Array, num_classes: int, *, mode_last_k: int = 0,
       f = jnp.take_along_axis(counts, mode[None], 0)[0].astype(jnp.int32)
     t = recorded + 1 if denominator == 'T+1' else recorded
     # (T - f) / T: an exact integer over an exact integer, so one correctly rounded division.
-    return jnp.where(t > 0, (t - f).astype(jnp.float32) / jnp.maximum(t, 1).astype(jnp.float32),
+    # A column with no recorded entry scores 0 under either denominator (with 'T+1', t = 1 there).
+    return jnp.where(recorded > 0,
+                     (t - f).astype(jnp.float32) / jnp.maximum(t, 1).astype(jnp.float32),
                      jnp.float32(0))
 
   return _by_blocks(columns, n, block or block_width(num_classes, n))

@@ -7,11 +7,25 @@ Reads every ``W/*/results.json`` (one experiment each, as written by ``jaxdisp.m
 ``jaxdisp.sweep``), groups the runs by ``config.strategy`` (the seeds are ``config.seed``) and
 writes
 
-* ``report.md``: test accuracy (%) per strategy per labeled count, mean ± population std
-  (``ddof=0``) over seeds; the labels each strategy saves against random; the pool diagnostics;
+* ``report.md``: test accuracy (%) per strategy per labeled count, mean ± sample std
+  (``ddof=1``) over seeds; the area under each learning curve; each strategy's paired difference
+  against random with a 95% t-interval; the labels each strategy saves against random; the
+  uncertainty evaluation of every pool score (AUROC, AUPR, top-k% accuracy) and each strategy's
+  cost;
 * ``learning_curves.png``: the mean curve of each strategy with a shaded ±std band;
 * ``dispersion_hist_<strategy>.png``: the distribution of dispersion over the scored pool, one
   panel per round (only for runs whose ``diagnostics/round_<r>.npz`` hold dispersion values).
+
+**Area under the learning curve (AULC).** Per run: the trapezoid of test accuracy (%) against
+the number of labels over ``[a, b]``, divided by ``b - a``, where ``a`` is the initial labeled
+count (the initial point is included) and ``b`` the largest count every run of the report reached
+(a run that went further is cut at ``b``, linearly interpolated where ``b`` falls between two of
+its rounds). Then mean ± sample std over the seeds.
+
+**Paired differences.** The same seed gives every strategy the same initial set and round-0
+model, so strategy and random are compared seed by seed: ``d_seed = strategy - random`` (AULC,
+and accuracy at ``b``), over the seeds both have; the mean of ``d`` with the 95% Student t
+interval ``mean ± t(0.975, n - 1) * s / sqrt(n)`` (``s`` the sample std of ``d``).
 
 **Labels saved.** Random's target is its final mean accuracy (the mean at its largest labeled
 count N). A strategy's mean curve (means joined by straight lines, in order of labeled count) is
@@ -20,14 +34,17 @@ to find the count n where it gets there (a curve at or above the target at its f
 that point's count). Labels saved = N - n (negative: more labels than random). A curve that never
 gets there is reported as ``never reaches random's final accuracy (best x%)``.
 
-**Pool diagnostics** (``W/<run>/diagnostics/round_<r>.npz``: ``ids``, ``dispersion``, ``margin``,
-``entropy``, ``correct``, optionally ``bald``): for each score, the accuracy of the round-r model
-on the k = ceil(p * P / 100) most uncertain of the P pool samples, p = 1, 5, 10 -- highest
-dispersion / entropy / BALD, lowest margin -- next to its accuracy on the whole pool. The order is
-a stable sort on the score with ties broken by ascending dataset id (dispersion takes only T + 1
-values, so the slice boundary is usually tied); NaN scores rank last, and a score that is NaN
-everywhere (dispersion of a run without a prediction history) is left out. Numbers are averaged
-over the runs of a strategy that have the file (a plain mean of per-run accuracies).
+**Uncertainty evaluation** (``W/<run>/diagnostics/round_<r>.npz``: ``ids``, ``dispersion``,
+``margin``, ``entropy``, ``correct``, optionally ``bald``): each score -- highest dispersion /
+entropy / BALD, lowest margin = most uncertain -- is a detector of the round-r model's mistakes
+on the pool (mistake = positive). AUROC = P(s+ > s-) + 1/2 P(s+ = s-) (midranks: a tie counts
+half); AUPR = average precision, the sum over the distinct score values (a tied block enters at
+once) of (recall gain) x (precision), no interpolation; top-p% accuracy = the model's accuracy
+on the k = ceil(p * P / 100) most uncertain of the P pool samples, for p = 1, 5, 10, where the
+samples tied with the k-th count at their expected value (no order bias). NaN scores rank as the
+least uncertain, and a score that is NaN everywhere (dispersion of a run without a prediction
+history) is left out. Per run, then mean ± sample std over the runs of a strategy that have
+the file.
 
 All files are written atomically (temporary file + ``os.replace``). A bad input prints one
 ``error: ...`` line and exits with status 2.
@@ -68,6 +85,7 @@ class Run:
   config: dict
   labeled: list[int]  # per completed round
   accuracy: list[float]  # per completed round, percent
+  seconds: list[dict] = dataclasses.field(default_factory=list)  # per completed round
 
 
 # ----------------------------------------------------------------------------- loading
@@ -88,6 +106,7 @@ def load_runs(workdir: str) -> list[Run]:
         continue
       labeled = [int(r['num_labeled']) for r in rounds]
       accuracy = [100.0 * float(r['test_accuracy']) for r in rounds]
+      seconds = [dict(r.get('seconds') or {}) for r in rounds]
     except (OSError, ValueError, KeyError, TypeError) as e:
       raise ReportError(f'cannot read {path}: {type(e).__name__}: {e}') from None
     run_dir = os.path.dirname(path)
@@ -96,7 +115,7 @@ def load_runs(workdir: str) -> list[Run]:
       raise ReportError(f'runs {seen[strategy, seed]} and {name} are both strategy={strategy} '
                         f'seed={seed}; move one of them out of {workdir}')
     seen[strategy, seed] = name
-    runs.append(Run(name, run_dir, strategy, seed, cfg, labeled, accuracy))
+    runs.append(Run(name, run_dir, strategy, seed, cfg, labeled, accuracy, seconds))
   if not runs:
     hint = (f' ({workdir} is one run: pass the folder that holds the runs)'
             if os.path.exists(os.path.join(workdir, 'results.json')) else '')
@@ -115,6 +134,107 @@ def strategies(runs) -> list[str]:
   return sorted({r.strategy for r in runs}, key=_strategy_rank)
 
 
+def runs_by_strategy(runs) -> dict[str, list[Run]]:
+  """``{strategy: its runs}`` in report order."""
+  groups: dict[str, list[Run]] = {}
+  for r in runs:
+    groups.setdefault(r.strategy, []).append(r)
+  return {s: groups[s] for s in strategies(runs)}
+
+
+# ----------------------------------------------------------------------------- statistics
+
+# t(0.975, df) for df = 1..30 (scipy.stats.t.ppf(0.975, df), 6 decimals); larger df use the
+# Cornish-Fisher expansion of :func:`t_quantile_975` (error < 1e-7 from df = 31).
+_T975 = (12.706205, 4.302653, 3.182446, 2.776445, 2.570582, 2.446912, 2.364624, 2.306004,
+         2.262157, 2.228139, 2.200985, 2.178813, 2.160369, 2.144787, 2.131450, 2.119905,
+         2.109816, 2.100922, 2.093024, 2.085963, 2.079614, 2.073873, 2.068658, 2.063899,
+         2.059539, 2.055529, 2.051831, 2.048407, 2.045230, 2.042272)
+_Z975 = 1.959963984540054
+
+
+def t_quantile_975(df: int) -> float:
+  """The 97.5% quantile of Student's t with ``df`` degrees of freedom (two-sided 95%)."""
+  if df < 1:
+    raise ValueError(f'df={df} must be >= 1')
+  if df <= len(_T975):
+    return _T975[df - 1]
+  z = _Z975
+  return (z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+          + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3)
+          + (79 * z**9 + 776 * z**7 + 1482 * z**5 - 1920 * z**3 - 945 * z) / (92160 * df**4))
+
+
+def sample_std(values) -> float:
+  """Sample standard deviation (``ddof=1``); NaN for fewer than 2 values."""
+  v = np.asarray(values, np.float64)
+  return float(v.std(ddof=1)) if len(v) >= 2 else float('nan')
+
+
+def t_interval(values) -> tuple[float, float, float]:
+  """(mean, low, high): the 95% Student t interval of the mean; NaN bounds below 2 values."""
+  v = np.asarray(values, np.float64)
+  mean = float(v.mean()) if len(v) else float('nan')
+  if len(v) < 2:
+    return mean, float('nan'), float('nan')
+  half = t_quantile_975(len(v) - 1) * sample_std(v) / np.sqrt(len(v))
+  return mean, mean - half, mean + half
+
+
+def aulc(labeled, accuracy, start: float | None = None, end: float | None = None) -> float:
+  """Area under the learning curve over ``[start, end]`` divided by ``end - start``.
+
+  The curve is the run's points (labels, accuracy) joined by straight lines; the trapezoid rule
+  integrates it exactly. ``start``/``end`` default to the first/last labeled count and must lie
+  inside the curve's range (points between rounds are interpolated linearly).
+  """
+  x, y = np.asarray(labeled, np.float64), np.asarray(accuracy, np.float64)
+  order = np.argsort(x, kind='stable')
+  x, y = x[order], y[order]
+  start = x[0] if start is None else float(start)
+  end = x[-1] if end is None else float(end)
+  if not x[0] <= start < end <= x[-1]:
+    raise ValueError(f'[{start}, {end}] is not a range inside the curve\'s [{x[0]}, {x[-1]}]')
+  xs = np.concatenate([[start], x[(x > start) & (x < end)], [end]])
+  ys = np.interp(xs, x, y)
+  return float(np.sum(np.diff(xs) * (ys[1:] + ys[:-1]) / 2.0) / (end - start))
+
+
+def aulc_range(runs) -> tuple[float, float] | None:
+  """[a, b]: the latest first labeled count and the earliest last one over ``runs`` (the range
+  every run covers); None if it is empty."""
+  a = max(r.labeled[0] for r in runs)
+  b = min(r.labeled[-1] for r in runs)
+  return (float(a), float(b)) if b > a else None
+
+
+@dataclasses.dataclass
+class Paired:
+  strategy: str
+  seeds: list[int]  # paired with random
+  d_aulc: list[float]  # per seed: strategy - random
+  d_final: list[float]  # per seed: accuracy at b, strategy - random
+
+
+def paired_differences(runs, span: tuple[float, float]) -> list[Paired]:
+  """Each strategy's per-seed AULC and accuracy-at-``b`` differences against random."""
+  a, b = span
+  by = {(r.strategy, r.seed): r for r in runs}
+  out = []
+  for s in strategies(runs):
+    if s == 'random':
+      continue
+    seeds = sorted(seed for (t, seed) in by if t == s and ('random', seed) in by)
+    d_aulc, d_final = [], []
+    for seed in seeds:
+      run, ref = by[s, seed], by['random', seed]
+      d_aulc.append(aulc(run.labeled, run.accuracy, a, b) - aulc(ref.labeled, ref.accuracy, a, b))
+      d_final.append(float(np.interp(b, run.labeled, run.accuracy)
+                           - np.interp(b, ref.labeled, ref.accuracy)))
+    out.append(Paired(s, seeds, d_aulc, d_final))
+  return out
+
+
 # ----------------------------------------------------------------------------- accuracy
 
 @dataclasses.dataclass
@@ -122,23 +242,22 @@ class Curve:
   """A strategy's accuracy (%) per labeled count over its seeds."""
   labeled: np.ndarray  # int [C], increasing
   mean: np.ndarray  # [C]
-  std: np.ndarray  # [C], population std (ddof=0)
+  std: np.ndarray  # [C], sample std (ddof=1; NaN with one seed)
   n: np.ndarray  # int [C]: seeds with this count
   seeds: list[int]
 
 
 def curves(runs) -> dict[str, Curve]:
   out = {}
-  for s in strategies(runs):
+  for s, mine in runs_by_strategy(runs).items():
     per_count: dict[int, list[float]] = {}
-    mine = [r for r in runs if r.strategy == s]
     for r in mine:
       for n, a in zip(r.labeled, r.accuracy):
         per_count.setdefault(n, []).append(a)
     counts = sorted(per_count)
     vals = [np.asarray(per_count[n], np.float64) for n in counts]
     out[s] = Curve(np.asarray(counts, np.int64), np.array([v.mean() for v in vals]),
-                   np.array([v.std(ddof=0) for v in vals]),
+                   np.array([sample_std(v) for v in vals]),
                    np.array([len(v) for v in vals], np.int64), sorted(r.seed for r in mine))
   return out
 
@@ -183,15 +302,86 @@ def top_k(percent: int, size: int) -> int:
   return max(1, -(-percent * size // 100))
 
 
-def most_uncertain(score, ids, k: int, highest: bool) -> np.ndarray:
-  """Positions of the k most uncertain samples: stable order, ties by ascending id, NaN last."""
-  score = np.asarray(score, np.float64)
-  key = np.where(np.isnan(score), np.inf, -score if highest else score)
-  return np.lexsort((np.asarray(ids), key))[:k]
+def uncertainty(score, highest: bool) -> np.ndarray:
+  """``score`` as float64 with higher = more uncertain (``-score`` if not ``highest``); NaN
+  becomes ``-inf``: ranked as the least uncertain."""
+  u = np.asarray(score, np.float64)
+  u = u if highest else -u
+  return np.where(np.isnan(u), -np.inf, u)
+
+
+def _check_detector(score, positive) -> tuple[np.ndarray, np.ndarray]:
+  s = np.asarray(score, np.float64)
+  p = np.asarray(positive, bool)
+  if s.shape != p.shape or s.ndim != 1:
+    raise ValueError(f'score {s.shape} and labels {p.shape} must be 1-D of one length')
+  if np.isnan(s).any():
+    raise ValueError('NaN scores: rank them first (e.g. report.uncertainty)')
+  return s, p
+
+
+def auroc(score, positive) -> float:
+  """Area under the ROC curve of ``score`` (higher = more likely positive) for ``positive``.
+
+  Exactly P(s+ > s-) + 1/2 P(s+ = s-) over all (positive, negative) pairs, from midranks (the
+  Mann-Whitney statistic): a tied block of scores moves the ROC curve diagonally, whatever the
+  order inside it. NaN when there are no positives or no negatives.
+  """
+  s, p = _check_detector(score, positive)
+  n_pos, n_neg = int(p.sum()), int((~p).sum())
+  if not n_pos or not n_neg:
+    return float('nan')
+  _, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
+  below = np.cumsum(counts) - counts  # samples with a strictly smaller score
+  midrank = below + (counts + 1) / 2.0  # 1-based rank, averaged over the tied block
+  rank_sum = float(midrank[inverse.reshape(-1)][p].sum())
+  return (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
+
+
+def average_precision(score, positive) -> float:
+  """Average precision of ``score`` (higher = more likely positive), as scikit-learn computes it.
+
+  One threshold per distinct score, from the highest down (a tied block enters at once):
+  AP = sum_n (R_n - R_{n-1}) * P_n, with recall R_n and precision P_n at threshold n and R_0 = 0;
+  no interpolation. NaN when there are no positives.
+  """
+  s, p = _check_detector(score, positive)
+  n_pos = int(p.sum())
+  if not n_pos:
+    return float('nan')
+  _, inverse = np.unique(-s, return_inverse=True)  # block 0 = the highest score
+  inverse = inverse.reshape(-1)
+  tp = np.cumsum(np.bincount(inverse, weights=p))
+  seen = np.cumsum(np.bincount(inverse))
+  recall = tp / n_pos
+  return float(np.sum(np.diff(recall, prepend=0.0) * (tp / seen)))
+
+
+def topk_accuracy_expected(score, correct, percent: float, highest: bool = True) -> float:
+  """Accuracy (fraction) on the k = :func:`top_k` most uncertain samples, ties at expected value.
+
+  The samples strictly more uncertain than the k-th all count; of the g samples tied with the
+  k-th (c of them correct), the m places still open count m * c / g correct: the mean over every
+  order of the tied block, so no order (dataset id, file order) decides. NaN ranks last.
+  """
+  u = uncertainty(score, highest)
+  ok = np.asarray(correct, bool)
+  if u.shape != ok.shape or u.ndim != 1 or not len(u):
+    raise ValueError(f'score {u.shape} and correct {ok.shape} must be 1-D of one non-zero length')
+  k = top_k(percent, len(u))
+  _, inverse = np.unique(-u, return_inverse=True)  # block 0 = the most uncertain
+  inverse = inverse.reshape(-1)
+  size = np.bincount(inverse)
+  right = np.bincount(inverse, weights=ok)
+  reached = np.cumsum(size)
+  g = int(np.searchsorted(reached, k))  # the block that holds the k-th sample
+  open_places = k - (reached[g] - size[g])
+  return float((right[:g].sum() + open_places * right[g] / size[g]) / k)
 
 
 def diagnostics_of_file(path: str) -> dict:
-  """{'round', 'pool', 'pool_accuracy', 'top': {score: [acc% per PERCENTS]}, 'dispersion'}."""
+  """{'round', 'pool', 'pool_accuracy' (%), 'error_rate' (fraction), 'scores': {score: {'auroc',
+  'aupr', 'top': [acc% per PERCENTS]}}, 'dispersion'} of one diagnostics file."""
   m = re.fullmatch(r'round_(\d+)\.npz', os.path.basename(path))
   with np.load(path) as z:
     missing = [k for k in _REQUIRED_DIAG if k not in z.files]
@@ -205,21 +395,26 @@ def diagnostics_of_file(path: str) -> dict:
   if size == 0:
     raise ValueError('empty pool')
   correct = arrays['correct'].astype(bool)
-  top = {}
+  scores = {}
   for name, column, highest in SCORES:
     if column not in arrays or np.isnan(arrays[column].astype(np.float64)).all():
       continue
-    top[name] = [100.0 * correct[most_uncertain(arrays[column], arrays['ids'],
-                                                  top_k(p, size), highest)].mean()
-                 for p in PERCENTS]
+    u = uncertainty(arrays[column], highest)
+    scores[name] = {'auroc': auroc(u, ~correct), 'aupr': average_precision(u, ~correct),
+                    'top': [100.0 * topk_accuracy_expected(u, correct, p) for p in PERCENTS]}
   disp = arrays['dispersion'].astype(np.float64)
   return {'round': int(m.group(1)), 'pool': size, 'pool_accuracy': 100.0 * correct.mean(),
-          'top': top, 'dispersion': disp[~np.isnan(disp)] if 'dispersion' in top else None}
+          'error_rate': float(1.0 - correct.mean()), 'scores': scores,
+          'dispersion': disp[~np.isnan(disp)] if 'dispersion' in scores else None}
 
 
 def collect_diagnostics(runs):
-  """(rows, dispersion values per (strategy, round), problems), rows averaged over runs."""
-  acc: dict = {}  # (strategy, round, score) -> list of (top list, pool accuracy)
+  """(rows, dispersion values per (strategy, round), problems).
+
+  One row per (strategy, round, score) with each metric's per-run values (``auroc``, ``aupr``,
+  ``top`` [runs, len(PERCENTS)], ``pool_accuracy``, ``error_rate``), for mean ± std over runs.
+  """
+  acc: dict = {}  # (strategy, round, score) -> list of (per-score dict, file dict)
   hist: dict = {}  # (strategy, round) -> list of arrays
   problems = []
   for run in runs:
@@ -231,19 +426,61 @@ def collect_diagnostics(runs):
       except Exception as e:  # pylint: disable=broad-except  (zip/npz/shape problems)
         problems.append(f'{os.path.relpath(f, os.path.dirname(run.path))}: {e}')
         continue
-      for score, top in d['top'].items():
-        acc.setdefault((run.strategy, d['round'], score), []).append((top, d['pool_accuracy']))
+      for score, values in d['scores'].items():
+        acc.setdefault((run.strategy, d['round'], score), []).append((values, d))
       if d['dispersion'] is not None:
         hist.setdefault((run.strategy, d['round']), []).append(d['dispersion'])
   rows = []
   order = {name: i for i, (name, _, _) in enumerate(SCORES)}
   for (s, r, score), vals in sorted(acc.items(), key=lambda kv: (
       _strategy_rank(kv[0][0]), kv[0][1], order[kv[0][2]])):
-    tops = np.asarray([v[0] for v in vals], np.float64)
     rows.append({'strategy': s, 'round': r, 'score': score, 'runs': len(vals),
-                 'top': tops.mean(axis=0).tolist(),
-                 'pool_accuracy': float(np.mean([v[1] for v in vals]))})
+                 'auroc': [v['auroc'] for v, _ in vals], 'aupr': [v['aupr'] for v, _ in vals],
+                 'top': np.asarray([v['top'] for v, _ in vals], np.float64),
+                 'pool_accuracy': [d['pool_accuracy'] for _, d in vals],
+                 'error_rate': [d['error_rate'] for _, d in vals]})
   return rows, hist, problems
+
+
+# ----------------------------------------------------------------------------- cost
+
+def pool_passes(strategy: str, config: dict) -> str:
+  """What a strategy's score costs per round, in forward passes over the pool."""
+  if strategy == 'dispersion':
+    d, epochs = config.get('dispersion', {}), config.get('train', {}).get('epochs')
+    if epochs is None:
+      return 'T (one per recorded epoch, during training)'
+    t = len(range(int(d.get('record_from_epoch', 0)), int(epochs), int(d.get('record_every', 1))))
+    return f'{t} (T: one per recorded epoch, during training; none after)'
+  if strategy in ('entropy', 'margin', 'least_confidence'):
+    return '1 (after training)'
+  if strategy == 'bald':
+    mc = config.get('bald', {}).get('mc_samples', '?')
+    return f'1 + {mc} dropout passes of the head (after training)'
+  if strategy == 'coreset':
+    return '1 over pool + labeled set (features, after training) + k-center greedy'
+  if strategy == 'random':
+    return '0'
+  return '?'
+
+
+def costs(runs) -> list[dict]:
+  """Per strategy: pool passes, mean train and score+select seconds per round, runs."""
+  out = []
+  for s, mine in runs_by_strategy(runs).items():
+    train, query = [], []
+    for r in mine:
+      rounds = r.config.get('al', {}).get('rounds')
+      for i, sec in enumerate(r.seconds):
+        if 'train' in sec:
+          train.append(float(sec['train']))
+        queried = i < rounds if rounds is not None else i < len(r.seconds) - 1
+        if queried and 'score' in sec:
+          query.append(float(sec['score']) + float(sec.get('select', 0.0)))
+    out.append({'strategy': s, 'passes': pool_passes(s, mine[0].config), 'runs': len(mine),
+                'train': float(np.mean(train)) if train else float('nan'),
+                'query': float(np.mean(query)) if query else float('nan')})
+  return out
 
 
 # ----------------------------------------------------------------------------- output
@@ -254,6 +491,26 @@ def _seeds(n: int) -> str:
 
 def _fmt(x: float) -> str:
   return f'{x:.2f}'
+
+
+def _mean_std(values, digits: int = 2) -> str:
+  """'mean ± sample std' of the finite values ('mean' alone for one, '-' for none); '(n=k)'
+  when only k of them are finite."""
+  v = [float(x) for x in values if np.isfinite(x)]
+  if not v:
+    return '-'
+  text = f'{np.mean(v):.{digits}f}'
+  if len(v) >= 2:
+    text += f' ± {sample_std(v):.{digits}f}'
+  return text + (f' (n={len(v)})' if len(v) < len(values) else '')
+
+
+def _interval(values) -> tuple[str, str]:
+  """('+mean', '[low, high]') of the 95% t interval; the interval is '-' below 2 values."""
+  mean, low, high = t_interval(values)
+  if not len(values):
+    return '-', '-'
+  return f'{mean:+.2f}', ('-' if np.isnan(low) else f'[{low:+.2f}, {high:+.2f}]')
 
 
 def _save_figure(fig, path: str) -> None:
@@ -276,7 +533,8 @@ def plot_learning_curves(path: str, cs: dict[str, Curve], title: str) -> None:
   fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
   for s, c in cs.items():
     line, = ax.plot(c.labeled, c.mean, 'o-', ms=3, label=f'{s} ({_seeds(len(c.seeds))})')
-    ax.fill_between(c.labeled, c.mean - c.std, c.mean + c.std, color=line.get_color(),
+    std = np.nan_to_num(c.std)  # one seed: no band
+    ax.fill_between(c.labeled, c.mean - std, c.mean + std, color=line.get_color(),
                     alpha=0.2, lw=0)
   ax.set_xlabel('labeled samples')
   ax.set_ylabel('test accuracy (%)')
@@ -324,6 +582,9 @@ def _config_summary(runs) -> tuple[str, list[str]]:
           f'`{get("model.name")}` width {get("model.width")}, {get("train.epochs")} epochs, '
           f'{get("al.initial_size")} initial labels + {get("al.rounds")} x {get("al.budget")}, '
           f'pool subset {get("al.pool_subset") or "all"}')
+  if float(c.get('dataset.imbalance', 1.0)) != 1.0:
+    text += (f', long-tailed training split (dataset.imbalance={get("dataset.imbalance")}, '
+             f'data_seed {get("dataset.data_seed")})')
   return text, differ
 
 
@@ -342,9 +603,9 @@ def build(workdir: str) -> tuple[str, dict]:
 
   # -- accuracy table
   md += ['## Test accuracy', '',
-         'Test accuracy (%), mean ± std over seeds; std is the population standard deviation '
-         '(numpy `ddof=0`) of the per-seed accuracies. `(n=k)` marks a count that only k of the '
-         "strategy's seeds have reached.", '',
+         'Test accuracy (%), mean ± std over seeds; std is the sample standard deviation '
+         '(numpy `ddof=1`) of the per-seed accuracies, left out where there is one seed. `(n=k)` '
+         "marks a count that only k of the strategy's seeds have reached.", '',
          '| labels | ' + ' | '.join(f'{s} ({_seeds(len(c.seeds))})' for s, c in cs.items()) + ' |',
          '|---:|' + '---:|' * len(cs)]
   all_counts = sorted({int(n) for c in cs.values() for n in c.labeled})
@@ -356,12 +617,13 @@ def build(workdir: str) -> tuple[str, dict]:
         cells.append('-')
         continue
       i = hit[0]
-      cell = f'{_fmt(c.mean[i])} ± {_fmt(c.std[i])}'
+      cell = _fmt(c.mean[i]) + (f' ± {_fmt(c.std[i])}' if c.n[i] >= 2 else '')
       if c.n[i] < len(c.seeds):
         cell += f' (n={c.n[i]})'
       cells.append(cell)
     md.append(f'| {n} | ' + ' | '.join(cells) + ' |')
   md += ['', '![learning curves: mean ± std over seeds](learning_curves.png)', '']
+  md += _aulc_section(runs)
 
   # -- labels saved
   md += ['## Labels saved against random', '']
@@ -395,28 +657,45 @@ def build(workdir: str) -> tuple[str, dict]:
     else:
       md += ['Only random was run: nothing to compare.', '']
 
-  # -- diagnostics
-  md += ['## Pool diagnostics: accuracy on the most uncertain pool samples', '']
+  # -- uncertainty evaluation
+  md += ["## Uncertainty evaluation: which score finds the model's mistakes", '']
   rows, hist, problems = collect_diagnostics(runs)
   figures = {'curves': cs, 'hist': {}}
   if not rows:
     md += ['No pool diagnostics (`<run>/diagnostics/round_<r>.npz`) found: skipped.', '']
   else:
-    md += ["Accuracy (%) of round r's final model on the top 1% / 5% / 10% most uncertain "
-           'samples of the pool it scored in round r (k = ceil(p * P / 100) of P), by each '
-           'score: highest dispersion / entropy / BALD, lowest margin (top-1 minus top-2 '
-           'probability); and on the whole pool. Lower accuracy on the top slice = the score '
-           "finds the samples the model gets wrong. Ranking: a stable sort on the score, ties "
-           "broken by ascending dataset id (dispersion takes only T + 1 values, so the slice "
-           'boundary is usually tied), NaN last. Averaged over the runs that have the file '
-           '(`runs`); whole-pool accuracy over the same runs.', '',
+    md += ["Each score ranks the pool that round r's final model scored in round r: highest "
+           'dispersion / entropy / BALD, lowest margin (top-1 minus top-2 probability) = most '
+           "uncertain. A mistake (the model's prediction differs from the label) is a positive, "
+           'the score is the detector. **AUROC** = P(s+ > s-) + 1/2 P(s+ = s-) over all '
+           '(mistake, correct) pairs: ties count half (midranks), 0.5 = chance. **AUPR** = '
+           'average precision, the sum over the distinct score values, from the most uncertain '
+           'down, of (recall gain) x (precision); a tied block enters at once, no '
+           'interpolation; chance = the error rate. NaN scores rank as the least uncertain. '
+           'Per run, then mean ± sample std (`ddof=1`) over the runs (seeds) that have the file '
+           '(`runs`).', '',
+           '| strategy | round | score | AUROC | AUPR | error rate | runs |',
+           '|---|---:|---|---:|---:|---:|---:|']
+    for row in rows:
+      direction = 'lowest' if row['score'] == 'margin' else 'highest'
+      md.append(f'| {row["strategy"]} | {row["round"]} | {row["score"]} ({direction}) | '
+                f'{_mean_std(row["auroc"], 3)} | {_mean_std(row["aupr"], 3)} | '
+                f'{_mean_std(row["error_rate"], 3)} | {row["runs"]} |')
+    md += ['', "Accuracy (%) of the round's model on the top 1% / 5% / 10% most uncertain pool "
+           'samples (k = ceil(p * P / 100) of P) and on the whole pool; lower on the top slice = '
+           'the score finds the mistakes. The samples strictly more uncertain than the k-th '
+           'count whole; the g samples tied with the k-th (c of them correct) fill the m places '
+           'left at their expected value, m * c / g correct: the mean over every order of the '
+           'tied block, so no order (dataset id, file order) decides. Dispersion takes at most '
+           'T + 1 values, so its slice boundary is usually tied. Mean ± sample std over the '
+           'runs.', '',
            '| strategy | round | score | top 1% | top 5% | top 10% | whole pool | runs |',
            '|---|---:|---|---:|---:|---:|---:|---:|']
     for row in rows:
       direction = 'lowest' if row['score'] == 'margin' else 'highest'
       md.append(f'| {row["strategy"]} | {row["round"]} | {row["score"]} ({direction}) | '
-                + ' | '.join(_fmt(v) for v in row['top'])
-                + f' | {_fmt(row["pool_accuracy"])} | {row["runs"]} |')
+                + ' | '.join(_mean_std(row['top'][:, j]) for j in range(len(PERCENTS)))
+                + f' | {_mean_std(row["pool_accuracy"])} | {row["runs"]} |')
     md.append('')
     by_strategy: dict = {}
     for (s, r), values in hist.items():
@@ -430,7 +709,74 @@ def build(workdir: str) -> tuple[str, dict]:
              '']
   if problems:
     md += ['Skipped diagnostics files: ' + '; '.join(f'`{p}`' for p in problems), '']
+  md += _cost_section(runs)
   return '\n'.join(md), figures
+
+
+def _aulc_section(runs) -> list[str]:
+  md = ['## Area under the learning curve', '']
+  span = aulc_range(runs)
+  if span is None:
+    return md + ['The runs share no range of labeled counts (a run that finished only its first '
+                 'round?): skipped.', '']
+  a, b = span
+  ends = sorted({r.labeled[-1] for r in runs})
+  md += [f'AULC: the trapezoid of test accuracy (%) against the number of labels from {a:g} to '
+         f'{b:g}, divided by {b - a:g}: the mean accuracy over that range. The initial point '
+         f'({a:g} labels, the initial set) is included. {b:g} is the largest count every run '
+         'reached' + (f' (runs end at {", ".join(f"{e:g}" for e in ends)}; the longer ones are '
+                      f'cut at {b:g})' if len(ends) > 1 else '')
+         + '. Computed per run, then mean ± sample std (`ddof=1`) over seeds.', '',
+         '| strategy | seeds | AULC (%) |', '|---|---:|---:|']
+  for s, mine in runs_by_strategy(runs).items():
+    values = [aulc(r.labeled, r.accuracy, a, b) for r in mine]
+    md.append(f'| {s} | {len(values)} | {_mean_std(values)} |')
+  md.append('')
+  md += ['### Paired differences against random', '']
+  if not any(r.strategy == 'random' for r in runs):
+    return md + ['No `random` runs: skipped.', '']
+  pairs = paired_differences(runs, span)
+  if not pairs:
+    return md + ['Only random was run: nothing to compare.', '']
+  md += ['The same seed gives every strategy the same initial set (and round-0 model), so each '
+         'strategy is compared with random seed by seed: d = strategy - random in AULC and in '
+         f'test accuracy at {b:g} labels (percentage points), over the seeds both have. Mean of '
+         'd and its 95% Student t interval, mean ± t(0.975, n - 1) * s / sqrt(n), s = the '
+         'sample std of d (no interval with one pair). An interval that excludes 0 is a '
+         'difference at the 95% level; one that contains it is not distinguishable from random '
+         'with these seeds.', '',
+         f'| strategy | paired seeds | Δ AULC | 95% interval | Δ accuracy at {b:g} | '
+         '95% interval | AULC vs random |',
+         '|---|---:|---:|---:|---:|---:|---|']
+  for p in pairs:
+    if not p.seeds:
+      md.append(f'| {p.strategy} | 0 | - | - | - | - | no seed in common with random |')
+      continue
+    da, df = _interval(p.d_aulc), _interval(p.d_final)
+    _, low, high = t_interval(p.d_aulc)
+    verdict = ('-' if np.isnan(low) else 'above' if low > 0 else 'below' if high < 0
+               else 'not distinguishable')
+    md.append(f'| {p.strategy} | {len(p.seeds)} | {da[0]} | {da[1]} | {df[0]} | {df[1]} | '
+              f'{verdict} |')
+  return md + ['']
+
+
+def _cost_section(runs) -> list[str]:
+  md = ['## Cost of each strategy', '',
+        "Forward passes over the scored pool per round for the strategy's own score, and the "
+        "runs' measured seconds per round (results.json `seconds`, mean over runs and rounds): "
+        'training (all rounds) and score + select (the rounds that queried). Dispersion records '
+        'its T passes inside the training epochs, so they are in its training time (compare '
+        "with another strategy's training time under the same protocol); the extra pool pass "
+        'that writes the diagnostics above is not timed. Entropy and margin cost one pass '
+        'whichever strategy selected.', '',
+        '| strategy | pool passes per round | train (s/round) | score + select (s/round) | runs |',
+        '|---|---|---:|---:|---:|']
+  for c in costs(runs):
+    cell = lambda x: '-' if np.isnan(x) else f'{x:.1f}'
+    md.append(f'| {c["strategy"]} | {c["passes"]} | {cell(c["train"])} | {cell(c["query"])} | '
+              f'{c["runs"]} |')
+  return md + ['']
 
 
 def write_report(workdir: str, out: str | None = None) -> str:

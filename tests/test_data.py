@@ -153,3 +153,113 @@ def test_class_count_mismatch_between_config_and_data_is_refused(tmp_path):
     config_lib.validate_against_data(cfg, 12, 3)
   cfg.dataset.num_classes = 0  # = take it from the data
   config_lib.validate_against_data(cfg, 12, 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# dataset.imbalance: the long-tailed training split
+
+
+def test_long_tailed_counts_follow_the_exponential_profile():
+  # The totals of Cui et al.'s long-tailed CIFAR (n_max = 5,000 or 500 per class).
+  totals = {10: (20431, 19573), 50: (13996, 12608), 100: (12406, 10847), 200: (11203, 9502)}
+  for ratio, (c10, c100) in totals.items():
+    assert sum(data.long_tailed_counts([5000] * 10, ratio)) == c10
+    assert sum(data.long_tailed_counts([500] * 100, ratio)) == c100
+  assert data.long_tailed_counts([5000] * 10, 100) == [5000, 2997, 1796, 1077, 645, 387, 232,
+                                                       139, 83, 50]
+  # By hand: n_max = 8, ratio 4, C = 3 -> 8, floor(8 / 2) = 4, floor(8 / 4) = 2; a class smaller
+  # than its profile keeps all it has; ratio 1 changes nothing.
+  assert data.long_tailed_counts([8, 8, 8], 4) == [8, 4, 2]
+  assert data.long_tailed_counts([6, 8, 1], 4) == [6, 4, 1]
+  assert data.long_tailed_counts([7, 9, 8], 1) == [7, 9, 8]
+  with pytest.raises(DataError, match='must be a finite number >= 1'):
+    data.long_tailed_counts([5, 5], 0.5)
+
+
+def test_long_tailed_split_is_deterministic_for_the_seed_and_keeps_the_test_split():
+  ds = data.synthetic(1000, 100, 5, 8, data_seed=0)
+  sizes = np.bincount(ds.train_labels, minlength=5)
+  lt = data.long_tailed(ds, 10.0, seed=0)
+  n_max = sizes.max()
+  expected = [min(int(n), int(n_max * 0.1 ** (i / 4))) for i, n in enumerate(sizes)]
+  np.testing.assert_array_equal(np.bincount(lt.train_labels, minlength=5), expected)
+  assert lt.num_train == sum(expected) and lt.class_names == ds.class_names
+  # Every kept row is the original row of the same name, in dataset order.
+  index = {name: i for i, name in enumerate(ds.train_ids)}
+  orig = np.array([index[name] for name in lt.train_ids])
+  assert np.all(np.diff(orig) > 0)
+  np.testing.assert_array_equal(lt.train_images, ds.train_images[orig])
+  np.testing.assert_array_equal(lt.train_labels, ds.train_labels[orig])
+  assert lt.test_images is ds.test_images and lt.test_labels is ds.test_labels
+  # Same seed, same subset; another seed, another; a larger ratio keeps a subset of it.
+  assert data.long_tailed(ds, 10.0, seed=0).train_ids == lt.train_ids
+  assert data.long_tailed(ds, 10.0, seed=1).train_ids != lt.train_ids
+  assert set(data.long_tailed(ds, 20.0, seed=0).train_ids) < set(lt.train_ids)
+  assert data.long_tailed(ds, 1.0, seed=0) is ds
+  # 217 * (1e-6) ** (2 / 4) = 0.217: class 2 would be empty.
+  assert n_max == 217
+  with pytest.raises(DataError, match="imbalance=1000000.0 leaves class 'class_2' with no "
+                     r'training samples \(largest class: 217\)'):
+    data.long_tailed(ds, 1e6, seed=0)
+
+
+def test_long_tailed_folder_stays_lazy(tmp_path, monkeypatch):
+  expected = write_folder(tmp_path / 'ds')  # 3 classes x 4 training images
+  decoded = []
+  real = data._decode
+  monkeypatch.setattr(data, '_decode', lambda path: decoded.append(path) or real(path))
+  ds = data.image_folder(str(tmp_path / 'ds'), cache_dir=str(tmp_path / 'cache'), lazy=True)
+  decoded.clear()
+  lt = data.long_tailed(ds, 4.0, seed=0)  # 4, 2, 1 images
+  assert isinstance(lt.train_images, data.RowSubset) and not decoded
+  assert lt.train_images.shape == (7, 8, 8, 3) and lt.train_images.dtype == np.uint8
+  assert lt.train_labels.tolist() == [0, 0, 0, 0, 1, 1, 2]
+  orig = [int(name.split(os.sep)[-1][:3]) + 4 * int(label)
+          for name, label in zip(lt.train_ids, lt.train_labels)]
+  np.testing.assert_array_equal(lt.train_images[4:6], expected['train'][0][orig[4:6]])
+  assert len(decoded) == 2  # only the rows read
+  np.testing.assert_array_equal(lt.train_images[6, :, :, 2], expected['train'][0][orig[6], :, :, 2])
+  np.testing.assert_array_equal(np.asarray(lt.train_images), expected['train'][0][orig])
+  monkeypatch.undo()
+  data.image_folder(str(tmp_path / 'ds'), cache_dir=str(tmp_path / 'cache'))  # writes the cache
+  cached = data.image_folder(str(tmp_path / 'ds'), cache_dir=str(tmp_path / 'cache'), lazy=True)
+  lt_cached = data.long_tailed(cached, 4.0, seed=0)
+  assert isinstance(lt_cached.train_images, data.RowSubset)
+  assert lt_cached.train_ids == lt.train_ids
+  np.testing.assert_array_equal(np.asarray(lt_cached.train_images), np.asarray(lt.train_images))
+
+
+def test_load_dataset_applies_imbalance_and_config_refuses_bad_values():
+  cfg = config_lib.base_config()
+  cfg.dataset.source, cfg.dataset.num_train, cfg.dataset.num_test = 'synthetic', 600, 50
+  cfg.dataset.image_size, cfg.dataset.imbalance, cfg.dataset.data_seed = 8, 10.0, 3
+  ds = data.load_dataset(cfg.dataset)
+  full = data.synthetic(600, 50, 10, 8, data_seed=3)
+  counts = np.bincount(ds.train_labels, minlength=10)
+  assert counts.tolist() == data.long_tailed_counts(
+      np.bincount(full.train_labels, minlength=10), 10.0)
+  assert ds.train_ids == data.long_tailed(full, 10.0, 3).train_ids
+  config_lib.validate(cfg)
+  for bad in (0.5, 0.0, -2.0, float('nan'), float('inf')):
+    cfg.dataset.imbalance = bad
+    with pytest.raises(config_lib.ConfigError, match=r'dataset\.imbalance=.* must be a finite '
+                       r'number >= 1') as err:
+      config_lib.validate(cfg)
+    assert '\n' not in str(err.value)
+  cfg.dataset.imbalance, cfg.dataset.data_seed = 1.0, -1
+  with pytest.raises(config_lib.ConfigError, match='dataset.data_seed=-1 must be >= 0'):
+    config_lib.validate(cfg)
+
+
+def test_imbalance_below_one_is_one_error_line_on_the_command_line(tmp_path):
+  import subprocess, sys  # pylint: disable=g-import-not-at-top,multiple-imports
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  proc = subprocess.run(
+      [sys.executable, '-m', 'jaxdisp.main', '--config', os.path.join(repo, 'configs', 'demo.py'),
+       '--workdir', str(tmp_path / 'w'), '--config.dataset.imbalance=0.5'],
+      cwd=repo, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert proc.stderr.strip().splitlines()[-1] == (
+      'error: dataset.imbalance=0.5 must be a finite number >= 1 (1 = the data as given, '
+      '10 = the largest class 10 times the smallest)')
+  assert not os.path.exists(tmp_path / 'w' / 'results.json')

@@ -80,6 +80,22 @@ def test_no_recorded_epoch_scores_zero():
   assert np.asarray(jaxdisp.label_dispersion(np.zeros((0, 5), np.int8), 3)).tolist() == [0] * 5
 
 
+@pytest.mark.parametrize('denominator', ['T', 'T+1'])
+@pytest.mark.parametrize('mode_last_k', [0, 2])
+def test_unrecorded_column_scores_zero_under_either_denominator(denominator, mode_last_k):
+  # Column 1 has no recorded entry; with 'T+1' it used to score (1 - 0) / (0 + 1) = 1.
+  h = np.array([[0, -1, 2],
+                [1, -1, 2],
+                [1, -1, -1]], np.int8)
+  got = np.asarray(jaxdisp.label_dispersion(h, 3, denominator=denominator,
+                                            mode_last_k=mode_last_k))
+  # Column 0: f = 2 of T = 3; column 2: f = 2 of T = 2 (the window's mode is the same class).
+  t0, t2 = (3, 2) if denominator == 'T' else (4, 3)
+  f32 = np.float32
+  np.testing.assert_array_equal(got, [f32(t0 - 2) / f32(t0), 0.0, f32(t2 - 2) / f32(t2)])
+  np.testing.assert_array_equal(got, reference(h, mode_last_k, plus_one=denominator == 'T+1'))
+
+
 @pytest.mark.parametrize('k', [1, 5, 25])
 def test_authors_quirks_match_reference(k):
   rng = np.random.default_rng(k)

@@ -15,8 +15,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COUNTS = (100, 200, 300)
 
 
-def write_run(workdir, strategy, seed, accuracies, counts=COUNTS, name=None, **config):
-  """A results.json as jaxdisp.main writes it (accuracies are fractions, one per round)."""
+def write_run(workdir, strategy, seed, accuracies, counts=COUNTS, name=None, seconds=None,
+              **config):
+  """A results.json as jaxdisp.main writes it (accuracies are fractions, one per round;
+  ``seconds``: one (train, score, select) per round)."""
   cfg = {'seed': seed, 'strategy': strategy,
          'dataset': {'name': 'synthetic', 'source': 'synthetic'},
          'model': {'name': 'small_cnn', 'width': 8, 'dropout': 0.0},
@@ -25,10 +27,11 @@ def write_run(workdir, strategy, seed, accuracies, counts=COUNTS, name=None, **c
   for key, value in config.items():
     group, leaf = key.split('__')
     cfg[group][leaf] = value
+  seconds = seconds or [(1.0, 0.0, 0.0)] * len(accuracies)
   doc = {'config': cfg, 'dataset': {'name': 'synthetic'},
          'rounds': [{'round': r, 'num_labeled': n, 'test_accuracy': a, 'selected': [],
-                     'seconds': {'train': 1.0, 'score': 0.0, 'select': 0.0}}
-                    for r, (n, a) in enumerate(zip(counts, accuracies))]}
+                     'seconds': dict(zip(('train', 'score', 'select'), sec))}
+                    for r, (n, a, sec) in enumerate(zip(counts, accuracies, seconds))]}
   run_dir = os.path.join(workdir, name or f'{strategy}-seed{seed}')
   os.makedirs(run_dir, exist_ok=True)
   with open(os.path.join(run_dir, 'results.json'), 'w') as f:
@@ -59,9 +62,16 @@ def md_table(text, first_header):
 
 
 def hand_mean_std(values):
-  """Mean and population std (ddof=0), in plain Python."""
+  """Mean and sample std (ddof=1; None for one value), in plain Python."""
   mean = sum(values) / len(values)
-  return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+  if len(values) < 2:
+    return mean, None
+  return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def hand_cell(values, digits=2):
+  mean, std = hand_mean_std(values)
+  return f'{mean:.{digits}f}' + ('' if std is None else f' ± {std:.{digits}f}')
 
 
 # Test accuracy in % per seed: {strategy: {seed: [acc at 100, 200, 300 (, 400)]}}.
@@ -89,7 +99,7 @@ def test_accuracy_table_matches_hand_computation(sweep_dir):
   path = report.write_report(str(sweep_dir))
   assert path == str(sweep_dir / 'report' / 'report.md')
   text = open(path).read()
-  assert 'population standard deviation' in text and 'ddof=0' in text
+  assert 'sample standard deviation' in text and 'ddof=1' in text
   header, body = md_table(text, 'labels')
   order = ['dispersion', 'random', 'entropy', 'margin', 'least_confidence', 'bald', 'coreset']
   assert header == ['labels'] + [f'{s} ({len(ACC[s])} seed{"s" * (len(ACC[s]) > 1)})'
@@ -101,20 +111,19 @@ def test_accuracy_table_matches_hand_computation(sweep_dir):
       if not values:
         assert cell == '-'
         continue
-      mean, std = hand_mean_std(values)
-      expected = f'{mean:.2f} ± {std:.2f}'
+      expected = hand_cell(values)
       if len(values) < len(ACC[s]):
         expected += f' (n={len(values)})'
       assert cell == expected, (s, r)
   # A few cells written out, to pin the hand computation itself.
   cells = {(row[0], s): c for row in body for s, c in zip(order, row[1:])}
-  assert cells['100', 'random'] == '42.00 ± 1.63'  # sqrt((4 + 0 + 4) / 3) = 1.633
-  assert cells['200', 'random'] == '51.00 ± 1.41'  # sqrt((1 + 4 + 1) / 3) = 1.414
-  assert cells['300', 'random'] == '62.00 ± 2.16'  # sqrt((4 + 1 + 9) / 3) = 2.160
-  assert cells['300', 'dispersion'] == '69.00 ± 1.41'  # sqrt((4 + 1 + 1) / 3)
-  assert cells['300', 'entropy'] == '60.00 ± 0.00 (n=1)'
-  assert cells['200', 'entropy'] == '56.00 ± 1.00'
-  assert cells['400', 'random'] == '-' and cells['400', 'bald'] == '64.00 ± 0.00'
+  assert cells['100', 'random'] == '42.00 ± 2.00'  # sqrt((4 + 0 + 4) / 2) = 2
+  assert cells['200', 'random'] == '51.00 ± 1.73'  # sqrt((1 + 4 + 1) / 2) = 1.732
+  assert cells['300', 'random'] == '62.00 ± 2.65'  # sqrt((4 + 1 + 9) / 2) = 2.646
+  assert cells['300', 'dispersion'] == '69.00 ± 1.73'  # sqrt((4 + 1 + 1) / 2)
+  assert cells['300', 'entropy'] == '60.00 (n=1)'  # one seed: no std
+  assert cells['200', 'entropy'] == '56.00 ± 1.41'  # sqrt((1 + 1) / 1)
+  assert cells['400', 'random'] == '-' and cells['400', 'bald'] == '64.00'
   png = sweep_dir / 'report' / 'learning_curves.png'
   assert png.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n' and png.stat().st_size > 5000
   assert sorted(os.listdir(sweep_dir / 'report')) == ['learning_curves.png', 'report.md']
@@ -124,7 +133,7 @@ def test_labels_saved_interpolates_the_mean_curve(sweep_dir):
   text = open(report.write_report(str(sweep_dir))).read()
   assert "random's final mean accuracy, 62.00% at 300 labels" in text
   assert 'interpolated linearly' in text
-  _, body = md_table(text, 'strategy')
+  _, body = md_table(text, 'strategy | reaches the target at (labels)')
   got = {row[0]: row[1:] for row in body}
   assert 'random' not in got
   # dispersion: means 44, 57, 69 -> 200 + (62 - 57) / (69 - 57) * 100 = 241.67; 300 - 241.67
@@ -157,21 +166,143 @@ def test_labels_saved_notes_a_non_monotonic_random_and_missing_random(tmp_path):
   assert 'No `random` runs: skipped.' in open(report.write_report(str(other))).read()
 
 
-def reference_top_k(ids, score, correct, percent, highest):
-  """Independent of report.py: Python's sorted() (stable) on (score, id), NaN last."""
-  size = len(ids)
+# ----------------------------------------------------------------------------- uncertainty
+# Plain references, independent of report.py.
+
+def brute_auroc(score, positive):
+  """P(s+ > s-) + 1/2 P(s+ = s-), counted over every (positive, negative) pair."""
+  pos = [float(s) for s, p in zip(score, positive) if p]
+  neg = [float(s) for s, p in zip(score, positive) if not p]
+  wins = 0.0
+  for a in pos:
+    for b in neg:
+      wins += 1.0 if a > b else 0.5 if a == b else 0.0
+  return wins / (len(pos) * len(neg))
+
+
+def brute_average_precision(score, positive):
+  """sum (R_n - R_{n-1}) P_n over the distinct scores, highest first: a tied block at once."""
+  total = sum(bool(p) for p in positive)
+  ap, last_recall = 0.0, 0.0
+  for threshold in sorted(set(float(s) for s in score), reverse=True):
+    chosen = [bool(p) for s, p in zip(score, positive) if float(s) >= threshold]
+    recall, precision = sum(chosen) / total, sum(chosen) / len(chosen)
+    ap += (recall - last_recall) * precision
+    last_recall = recall
+  return ap
+
+
+def brute_top_k(score, correct, percent, highest):
+  """Expected accuracy over a uniformly random order of every tie: sample i is in the top k with
+  probability (places left after the strictly more uncertain) / (samples tied with i)."""
+  size = len(score)
   k = max(1, math.ceil(percent * size / 100 - 1e-9))
-  def key(i):
-    s = float(score[i])
-    return (math.isnan(s), -s if highest else s, int(ids[i]))
-  top = sorted(range(size), key=key)[:k]
-  return 100.0 * sum(bool(correct[i]) for i in top) / k
+  u = [(-math.inf if math.isnan(float(s)) else float(s) if highest else -float(s))
+       for s in score]
+  expected = 0.0
+  for i in range(size):
+    above = sum(1 for j in range(size) if u[j] > u[i])
+    tied = sum(1 for j in range(size) if u[j] == u[i])
+    expected += bool(correct[i]) * min(max(k - above, 0), tied) / tied
+  return expected / k
 
 
-def test_diagnostics_top_k_accuracy_matches_hand_computation(sweep_dir):
+def test_auroc_and_average_precision_by_hand_and_against_brute_force():
+  score = [0.9, 0.9, 0.5, 0.1, 0.1]
+  positive = [True, False, True, False, False]
+  # Positive 0.9: above both 0.1 negatives, tied with the 0.9 one: 2.5 of 3; positive 0.5: 2 of 3.
+  assert report.auroc(score, positive) == 4.5 / 6
+  # 0.9: precision 1/2 at recall 1/2; 0.5: precision 2/3 at recall 1; 0.1: no recall gained.
+  assert report.average_precision(score, positive) == pytest.approx(0.5 * 0.5 + 0.5 * 2 / 3,
+                                                                    abs=1e-15)
+  order = [3, 0, 4, 2, 1]  # the order of the samples does not matter, ties included
+  assert report.auroc(np.take(score, order), np.take(positive, order)) == 4.5 / 6
+  assert report.average_precision(np.take(score, order), np.take(positive, order)) == (
+      report.average_precision(score, positive))
+  assert math.isnan(report.auroc([1, 2], [True, True]))
+  assert math.isnan(report.average_precision([1, 2], [False, False]))
+  with pytest.raises(ValueError, match='NaN'):
+    report.auroc([1.0, np.nan], [True, False])
+  rng = np.random.default_rng(0)
+  for size, levels in ((7, 2), (50, 3), (200, 11), (300, 1000)):  # few levels = big tie blocks
+    s = rng.integers(0, levels, size) / levels
+    p = rng.random(size) < 0.3
+    p[:2] = True, False
+    assert report.auroc(s, p) == pytest.approx(brute_auroc(s, p), abs=1e-12)
+    assert report.average_precision(s, p) == pytest.approx(brute_average_precision(s, p),
+                                                           abs=1e-12)
+
+
+def test_topk_accuracy_counts_tied_scores_at_their_expected_value():
+  rng = np.random.default_rng(1)
+  for size, levels in ((20, 2), (150, 11), (333, 4), (100, 1000)):
+    s = (rng.integers(0, levels, size) / levels).astype(np.float32)
+    s[rng.random(size) < 0.05] = np.nan  # NaN ranks last
+    ok = rng.random(size) < 0.6
+    for p in (1, 5, 10, 50):
+      for highest in (True, False):
+        assert report.topk_accuracy_expected(s, ok, p, highest) == pytest.approx(
+            brute_top_k(s, ok, p, highest), abs=1e-12)
+  # All tied: the whole-pool accuracy for every k.
+  assert report.topk_accuracy_expected(np.zeros(20), [True] * 15 + [False] * 5, 1) == 0.75
+  assert [report.top_k(p, 150) for p in (1, 5, 10)] == [2, 8, 15]
+  assert [report.top_k(p, 20) for p in (1, 5, 10)] == [1, 1, 2]
+
+
+def tied_pool(groups, rng):
+  """(ids, score, correct) of a pool made of tie groups [(score, size, correct)], the correct
+  samples of each group on its lowest ids (so a ranking by ascending id would pick them first)."""
+  ids, score, correct, next_id = [], [], [], 0
+  for value, size, right in groups:
+    ids += list(range(next_id, next_id + size))
+    score += [value] * size
+    correct += [True] * right + [False] * (size - right)
+    next_id += size
+  order = rng.permutation(next_id)  # stored in a scrambled order
+  return (np.asarray(ids)[order], np.asarray(score, np.float32)[order],
+          np.asarray(correct)[order])
+
+
+def test_top_k_with_large_tie_groups_matches_the_expected_value_by_hand(tmp_path):
+  """The acceptance test: diagnostics with large tie groups, top-k% against a hand computation."""
+  rng = np.random.default_rng(2)
+  # 200 pool samples: k = 2 (top 1%), 10 (5%), 20 (10%).
+  # seed 0: 10 at 0.5 (3 right), 60 at 0.4 (24 right), 130 at 0 (100 right):
+  #   k = 2: 2 * 3/10 = 0.6 right -> 30%; k = 10: the 0.5 block, 3 -> 30%;
+  #   k = 20: 3 + 10 * 24/60 = 7 -> 35%.
+  # seed 1: 6 at 0.6 (0 right), 50 at 0.45 (20 right), 144 at 0.05 (100 right):
+  #   k = 2: 0%; k = 10: 4 * 20/50 = 1.6 -> 16%; k = 20: 14 * 20/50 = 5.6 -> 28%.
+  pools = {0: tied_pool([(0.5, 10, 3), (0.4, 60, 24), (0.0, 130, 100)], rng),
+           1: tied_pool([(0.6, 6, 0), (0.45, 50, 20), (0.05, 144, 100)], rng)}
+  hand = {0: [30.0, 30.0, 35.0], 1: [0.0, 16.0, 28.0]}
+  for seed, (ids, disp, ok) in pools.items():
+    got = [100 * report.topk_accuracy_expected(disp, ok, p) for p in (1, 5, 10)]
+    assert got == pytest.approx(hand[seed], abs=1e-9)
+    # The old rule (ties by ascending id) picked the right answers of each block first: seed 0's
+    # top 1% was 100% right instead of the expected 30%.
+    by_id = np.lexsort((ids, -disp))[:2]
+    assert ok[by_id].all() == (seed == 0)
+    run = write_run(tmp_path, 'dispersion', seed, [0.5, 0.6, 0.7])
+    # margin = 1 - dispersion ranks the same way (lowest first); entropy = dispersion.
+    write_diag(run, 0, ids, dispersion=disp, margin=1 - disp, entropy=disp, correct=ok)
+  # AUROC of seed 0 by hand: mistakes 7 / 36 / 30 in the three blocks, right answers 3 / 24 / 100;
+  # pairs won (ties half): 7 * (124 + 1.5) + 36 * (100 + 12) + 30 * 50 = 6410.5 of 73 * 127.
+  ids, disp, ok = pools[0]
+  assert report.auroc(disp, ~ok) == pytest.approx(6410.5 / (73 * 127), abs=1e-12)
+  text = open(report.write_report(str(tmp_path))).read()
+  _, body = md_table(text, 'strategy | round | score | top 1%')
+  rows = {r[2]: r[3:] for r in body}
+  # Mean ± sample std over the two seeds: (30, 0) -> 15 ± 21.21; (30, 16) -> 23 ± 9.90;
+  # (35, 28) -> 31.5 ± 4.95; whole pool (127 and 120 of 200 right) -> 61.75 ± 2.47.
+  expected = ['15.00 ± 21.21', '23.00 ± 9.90', '31.50 ± 4.95', '61.75 ± 2.47', '2']
+  assert rows == {'dispersion (highest)': expected, 'margin (lowest)': expected,
+                  'entropy (highest)': expected}
+  assert [hand_cell([a, b]) for a, b in zip(hand[0], hand[1])] == expected[:3]
+
+
+def test_uncertainty_tables_match_hand_computation(sweep_dir):
   n = 20  # k = ceil(0.2) = 1 (top 1%), ceil(1.0) = 1 (5%), 2 (10%)
-  # dispersion-seed0, round 0: ids stored in descending order, so a tie broken by file order
-  # would differ from the documented tie-break (ascending dataset id).
+  # dispersion-seed0, round 0: ids stored in descending order.
   ids = np.arange(n)[::-1]
   by_id = lambda d, default: [d.get(int(i), default) for i in ids]
   write_diag(sweep_dir / 'dispersion-seed0', 0, ids,
@@ -188,7 +319,7 @@ def test_diagnostics_top_k_accuracy_matches_hand_computation(sweep_dir):
   write_diag(sweep_dir / 'random-seed0', 0, ids1, dispersion=np.full(n, np.nan),
              margin=np.full(n, 0.2), entropy=np.full(n, 0.5),
              bald=[0.8 if i == 9 else 0.1 for i in ids1], correct=[i not in (0, 9) for i in ids1])
-  # dispersion-seed0, round 1: 150 random samples with many ties, against the reference;
+  # dispersion-seed0, round 1: 150 random samples with many ties, against the references;
   # k = ceil(1.5) = 2, ceil(7.5) = 8, ceil(15) = 15.
   rng = np.random.default_rng(0)
   big = dict(ids=rng.permutation(1000)[:150], dispersion=rng.integers(0, 11, 150) / 10,
@@ -200,39 +331,154 @@ def test_diagnostics_top_k_accuracy_matches_hand_computation(sweep_dir):
            dispersion=np.zeros(n), margin=np.zeros(n), entropy=np.zeros(n))
 
   text = open(report.write_report(str(sweep_dir))).read()
-  _, body = md_table(text, 'strategy | round')
-  rows = {(r[0], int(r[1]), r[2]): r[3:] for r in body}
-  # By hand. seed0 r0: dispersion top ids 3 (wrong), 5 -> 0 / 0 / 50; margin 10 (right), 11
-  # (wrong) -> 100 / 100 / 50; entropy 0 (right), then the lowest tied id 1 -> 100 / 100 / 100;
-  # pool 16 / 20 = 80. seed1 r0: dispersion id 2 (wrong), then id 0 -> 0 / 0 / 50; margin and
-  # entropy tied: ids 0, 1 (right) -> 100s; pool 80. Averages of the two runs:
-  assert rows['dispersion', 0, 'dispersion (highest)'] == ['0.00', '0.00', '50.00', '80.00', '2']
-  assert rows['dispersion', 0, 'margin (lowest)'] == ['100.00', '100.00', '75.00', '80.00', '2']
-  assert rows['dispersion', 0, 'entropy (highest)'] == ['100.00', '100.00', '100.00', '80.00',
-                                                        '2']
-  # random r0: no dispersion row; margin/entropy all tied: ids 0 (wrong), 1 -> 0 / 0 / 50; BALD
-  # id 9 (wrong), then the lowest tied id 0 (wrong) -> 0 / 0 / 0; pool 18 / 20 = 90.
-  assert ('random', 0, 'dispersion (highest)') not in rows
-  assert rows['random', 0, 'margin (lowest)'] == ['0.00', '0.00', '50.00', '90.00', '1']
-  assert rows['random', 0, 'entropy (highest)'] == ['0.00', '0.00', '50.00', '90.00', '1']
-  assert rows['random', 0, 'BALD (highest)'] == ['0.00', '0.00', '0.00', '90.00', '1']
-  assert not any(k[0] == 'entropy' for k in rows)  # entropy runs have no diagnostics
+  _, body = md_table(text, 'strategy | round | score | AUROC')
+  auc = {(r[0], int(r[1]), r[2]): r[3:] for r in body}
+  _, body = md_table(text, 'strategy | round | score | top 1%')
+  top = {(r[0], int(r[1]), r[2]): r[3:] for r in body}
+  # By hand, per run (mistakes are the positives; ties count half / at their expected value).
+  # seed0 r0, mistakes {3, 11, 12, 13}, 16 right answers:
+  #  dispersion: 3 and 5 (right) tied at 0.9, 7 (right) at 0.5, the rest at 0.1.
+  #   AUROC (15 + 0.5 + 3 * 14 / 2) / 64 = 36.5 / 64; AP 0.9 block: P 1/2 at R 1/4, then
+  #   0.1 block: P 4/20 at R 1 -> 0.25 * 0.5 + 0.75 * 0.2 = 0.275.
+  #   top-1: 1 of the 2-block, 1/2 right -> 50; top-2: the whole block -> 50.
+  #  margin: 10 (right) and 11 (wrong) lowest: AUROC (15 + 0.5 + 3 * 15 / 2) / 64 = 38 / 64;
+  #   AP 0.275 likewise; top 50 / 50 / 50.
+  #  entropy: 0 (right) alone on top, the other 19 tied (15 right): AUROC (4 * 15 / 2) / 64 =
+  #   30 / 64; AP 0 + 1 * 4/20 = 0.2; top-1 100; top-2 (1 + 15/19) / 2 = 17/19.
+  # seed1 r0, mistakes {2, 4, 6, 8}:
+  #  dispersion: 2 (wrong) alone on top: AUROC (16 + 3 * 16 / 2) / 64 = 40 / 64; AP
+  #   0.25 * 1 + 0.75 * 0.2 = 0.4; top-1 0; top-2 (0 + 16/19) / 2 = 8/19.
+  #  margin, entropy: all tied: AUROC 0.5, AP 0.2, top 80 everywhere.
+  per_run = {
+      'dispersion (highest)': ([36.5 / 64, 40 / 64], [0.275, 0.4], [[50, 50, 50],
+                                                                    [0, 0, 800 / 19]]),
+      'margin (lowest)': ([38 / 64, 0.5], [0.275, 0.2], [[50, 50, 50], [80, 80, 80]]),
+      'entropy (highest)': ([30 / 64, 0.5], [0.2, 0.2], [[100, 100, 1700 / 19], [80, 80, 80]]),
+  }
+  for score, (aurocs, aps, tops) in per_run.items():
+    assert auc['dispersion', 0, score] == [hand_cell(aurocs, 3), hand_cell(aps, 3),
+                                           '0.200 ± 0.000', '2'], score
+    assert top['dispersion', 0, score] == [hand_cell([a[j] for a in tops]) for j in range(3)] + [
+        '80.00 ± 0.00', '2'], score
+  assert auc['dispersion', 0, 'dispersion (highest)'][:2] == ['0.598 ± 0.039', '0.338 ± 0.088']
+  assert top['dispersion', 0, 'entropy (highest)'][2] == '84.74 ± 6.70'  # 89.47 and 80
+  # random r0: no dispersion row; margin/entropy all tied: 18 of 20 right everywhere, AUROC 0.5,
+  # AP = the error rate 0.1. BALD: 9 (wrong) alone on top, the other 19 tied (18 right):
+  # AUROC (18 + 18 / 2) / 36 = 0.75; AP 0.5 * 1 + 0.5 * 2/20 = 0.55; top-1 0, top-2 9/19.
+  assert ('random', 0, 'dispersion (highest)') not in auc
+  assert auc['random', 0, 'margin (lowest)'] == ['0.500', '0.100', '0.100', '1']
+  assert auc['random', 0, 'entropy (highest)'] == ['0.500', '0.100', '0.100', '1']
+  assert auc['random', 0, 'BALD (highest)'] == ['0.750', '0.550', '0.100', '1']
+  assert top['random', 0, 'margin (lowest)'] == ['90.00', '90.00', '90.00', '90.00', '1']
+  assert top['random', 0, 'BALD (highest)'] == ['0.00', '0.00', f'{900 / 19:.2f}', '90.00', '1']
+  assert not any(k[0] == 'entropy' for k in auc)  # entropy runs have no diagnostics
   for score, column, highest in (('dispersion (highest)', 'dispersion', True),
                                  ('margin (lowest)', 'margin', False),
                                  ('entropy (highest)', 'entropy', True)):
-    expected = [f'{reference_top_k(big["ids"], big[column], big["correct"], p, highest):.2f}'
-                for p in (1, 5, 10)]
-    pool = f'{100 * big["correct"].mean():.2f}'
-    assert rows['dispersion', 1, score] == expected + [pool, '1'], score
-  assert [report.top_k(p, 150) for p in (1, 5, 10)] == [2, 8, 15]
-  assert [report.top_k(p, 20) for p in (1, 5, 10)] == [1, 1, 2]
+    s = np.asarray(big[column], np.float32)  # as stored
+    u = s if highest else -s
+    wrong = ~big['correct']
+    assert auc['dispersion', 1, score] == [
+        f'{brute_auroc(u, wrong):.3f}', f'{brute_average_precision(u, wrong):.3f}',
+        f'{wrong.mean():.3f}', '1'], score
+    assert top['dispersion', 1, score] == [
+        f'{100 * brute_top_k(s, big["correct"], p, highest):.2f}' for p in (1, 5, 10)] + [
+            f'{100 * big["correct"].mean():.2f}', '1'], score
   assert 'dispersion-seed1/diagnostics/round_1.npz' in text and 'correct' in text
-  assert 'ties broken by ascending dataset id' in text
+  assert 'no order (dataset id, file order) decides' in text
   out = sweep_dir / 'report'
   assert sorted(os.listdir(out)) == ['dispersion_hist_dispersion.png', 'learning_curves.png',
                                      'report.md']
   assert (out / 'dispersion_hist_dispersion.png').stat().st_size > 5000
   assert '(dispersion_hist_dispersion.png)' in text
+
+
+# ----------------------------------------------------------------------------- statistics
+
+def test_t_quantiles_and_interval():
+  assert report.t_quantile_975(2) == 4.302653 and report.t_quantile_975(30) == 2.042272
+  assert 1.96 < report.t_quantile_975(1000) < report.t_quantile_975(31) < 2.042272
+  mean, low, high = report.t_interval([1.0, 2.0, 6.0])  # mean 3, s = sqrt(7), n = 3
+  half = 4.302653 * math.sqrt(7) / math.sqrt(3)
+  assert (mean, low, high) == pytest.approx((3.0, 3.0 - half, 3.0 + half), abs=1e-12)
+  assert math.isnan(report.t_interval([1.0])[1]) and math.isnan(report.sample_std([1.0]))
+  assert report.sample_std([1.0, 3.0]) == pytest.approx(math.sqrt(2))
+
+
+def test_t_quantiles_against_scipy():
+  stats = pytest.importorskip('scipy.stats')
+  for df in list(range(1, 40)) + [50, 60, 100, 1000, 10**6]:
+    assert report.t_quantile_975(df) == pytest.approx(stats.t.ppf(0.975, df), abs=1e-6), df
+
+
+def test_aulc_by_hand():
+  assert report.aulc([100, 200, 300], [40, 50, 60]) == 50.0  # (40 + 2 * 50 + 60) / 4
+  # [100, 250]: 45 * 100 + (50 + 55) / 2 * 50 = 7125, over 150.
+  assert report.aulc([100, 200, 300], [40, 50, 60], 100, 250) == pytest.approx(47.5)
+  assert report.aulc([300, 100, 200], [60, 40, 50]) == 50.0  # order of the points
+  with pytest.raises(ValueError):
+    report.aulc([100, 200], [1, 2], 100, 300)
+
+
+AULC_ACC = {  # {strategy: {seed: (accuracies %, counts)}}
+    'random': {0: [40, 50, 60], 1: [42, 53, 61], 2: [44, 50, 65]},
+    'dispersion': {0: [43, 56, 71], 1: [44, 57, 68], 2: [45, 58, 68]},
+    'entropy': {0: [41, 55, 60], 1: [43, 57, 59], 3: [40, 50, 52]},  # seed 3: no random pair
+    'margin': {0: [63, 64, 66, 70]},  # goes on to 400 labels: cut at 300
+}
+
+
+def test_aulc_and_paired_differences_match_hand_computation(tmp_path):
+  for strategy, seeds in AULC_ACC.items():
+    for seed, accs in seeds.items():
+      write_run(tmp_path, strategy, seed, [a / 100 for a in accs],
+                counts=(100, 200, 300, 400)[:len(accs)])
+  text = open(report.write_report(str(tmp_path))).read()
+  assert 'from 100 to 300, divided by 200' in text and 'initial point (100 labels' in text
+  assert 'runs end at 300, 400; the longer ones are cut at 300' in text
+  _, body = md_table(text, 'strategy | seeds | AULC (%)')
+  got = {r[0]: r[1:] for r in body}
+  # AULC over [100, 300] = (a100 + 2 * a200 + a300) / 4 per run:
+  # random 50, 52.25, 52.25; dispersion 56.5, 56.5, 57.25; entropy 52.75, 54, 48; margin 64.25.
+  assert got['random'] == ['3', hand_cell([50, 52.25, 52.25])] == ['3', '51.50 ± 1.30']
+  assert got['dispersion'] == ['3', hand_cell([56.5, 56.5, 57.25])] == ['3', '56.75 ± 0.43']
+  assert got['entropy'] == ['3', hand_cell([52.75, 54, 48])]
+  assert got['margin'] == ['1', '64.25']
+  _, body = md_table(text, 'strategy | paired seeds')
+  got = {r[0]: r[1:] for r in body}
+
+  def interval(d, t):  # the 95% t interval by hand, t = t(0.975, n - 1)
+    mean, std = hand_mean_std(d)
+    half = t * std / math.sqrt(len(d))
+    return f'{mean:+.2f}', f'[{mean - half:+.2f}, {mean + half:+.2f}]'
+
+  # dispersion - random: AULC 6.5, 4.25, 5; at 300 labels 11, 7, 3; t(0.975, 2) = 4.302653.
+  assert got['dispersion'] == ['3', *interval([6.5, 4.25, 5.0], 4.302653),
+                               *interval([11, 7, 3], 4.302653), 'above']
+  assert got['dispersion'][:3] == ['3', '+5.25', '[+2.40, +8.10]']
+  # entropy - random, seeds 0 and 1: AULC 2.75, 1.75; at 300: 0, -2; t(0.975, 1) = 12.706205.
+  assert got['entropy'] == ['2', *interval([2.75, 1.75], 12.706205),
+                            *interval([0, -2], 12.706205), 'not distinguishable']
+  # margin - random, seed 0: AULC 64.25 - 50; at 300: 66 - 60; one pair, no interval.
+  assert got['margin'] == ['1', '+14.25', '-', '+6.00', '-', '-']
+  assert 'random' not in got
+
+
+def test_cost_table(tmp_path):
+  # rounds 0, 1 queried (al.rounds = 2); round 2 only trains.
+  write_run(tmp_path, 'dispersion', 0, [0.5, 0.6, 0.7], train__epochs=20,
+            seconds=[(10.0, 1.0, 0.5), (12.0, 2.0, 0.5), (14.0, 0.0, 0.0)])
+  write_run(tmp_path, 'dispersion', 1, [0.5, 0.6, 0.7], train__epochs=20,
+            seconds=[(11.0, 1.0, 0.5), (13.0, 2.0, 0.5), (15.0, 0.0, 0.0)])
+  write_run(tmp_path, 'random', 0, [0.5, 0.6, 0.7], train__epochs=20,
+            seconds=[(8.0, 0.0, 0.1), (9.0, 0.0, 0.1), (10.0, 0.0, 0.0)])
+  text = open(report.write_report(str(tmp_path))).read()
+  _, body = md_table(text, 'strategy | pool passes per round')
+  got = {r[0]: r[1:] for r in body}
+  # train: (10 + 12 + 14 + 11 + 13 + 15) / 6 = 12.5; score + select: (1.5 + 2.5) * 2 / 4 = 2.
+  assert got['dispersion'] == ['20 (T: one per recorded epoch, during training; none after)',
+                               '12.5', '2.0', '2']
+  assert got['random'] == ['0', '9.0', '0.1', '1']
 
 
 def test_report_without_diagnostics_says_so(sweep_dir):
@@ -336,18 +582,25 @@ def test_sweep_end_to_end_then_skips_finished_runs(tmp_path, capsys, monkeypatch
     with open(tmp_path / f'{s}-seed0' / 'results.json') as f:
       res = json.load(f)
     assert res['config']['train']['epochs'] == 2 and len(res['rounds']) == 2
-    accs[s] = [f'{100 * r["test_accuracy"]:.2f} ± 0.00' for r in res['rounds']]
+    accs[s] = [f'{100 * r["test_accuracy"]:.2f}' for r in res['rounds']]  # one seed: no std
     assert os.path.exists(tmp_path / f'{s}-seed0' / 'diagnostics' / 'round_0.npz')
   text = open(tmp_path / 'report' / 'report.md').read()
   header, body = md_table(text, 'labels')
   assert header == ['labels', 'dispersion (1 seed)', 'random (1 seed)']
   assert body == [['100'] + [accs['dispersion'][0], accs['random'][0]],
                   ['150'] + [accs['dispersion'][1], accs['random'][1]]]
-  _, diag = md_table(text, 'strategy | round')
-  assert {(r[0], r[2]) for r in diag} == {
-      ('dispersion', 'dispersion (highest)'), ('dispersion', 'margin (lowest)'),
-      ('dispersion', 'entropy (highest)'), ('random', 'margin (lowest)'),
-      ('random', 'entropy (highest)')}
+  for header in ('strategy | round | score | AUROC', 'strategy | round | score | top 1%'):
+    _, diag = md_table(text, header)
+    assert {(r[0], r[2]) for r in diag} == {
+        ('dispersion', 'dispersion (highest)'), ('dispersion', 'margin (lowest)'),
+        ('dispersion', 'entropy (highest)'), ('random', 'margin (lowest)'),
+        ('random', 'entropy (highest)')}
+  _, aulc_rows = md_table(text, 'strategy | seeds | AULC (%)')
+  assert [r[0] for r in aulc_rows] == ['dispersion', 'random']
+  _, paired = md_table(text, 'strategy | paired seeds')
+  assert [r[:2] for r in paired] == [['dispersion', '1']]
+  _, cost = md_table(text, 'strategy | pool passes per round')
+  assert cost[0][:2] == ['dispersion', '2 (T: one per recorded epoch, during training; none after)']
   assert os.path.exists(tmp_path / 'report' / 'dispersion_hist_dispersion.png')
 
   # Rerun: both runs are skipped without running (or loading) anything.
