@@ -14,7 +14,6 @@ import math
 import os
 import time
 
-import numpy as np
 from absl import logging
 
 from jaxdisp.io_utils import atomic_write

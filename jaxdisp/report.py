@@ -445,23 +445,21 @@ def collect_diagnostics(runs):
 # ----------------------------------------------------------------------------- cost
 
 def pool_passes(strategy: str, config: dict) -> str:
-  """What a strategy's score costs per round, in forward passes over the pool."""
-  if strategy == 'dispersion':
+  """What a strategy's score costs per round, in forward passes over the pool: its registry
+  entry's ``cost`` with ``{config.key}`` filled in, or T for strategies that record the pool
+  every epoch. '?' for a strategy this process does not know."""
+  from jaxdisp import strategies as registry  # pylint: disable=g-import-not-at-top
+  if strategy not in registry.names():
+    return '?'
+  s = registry.get(strategy)
+  if s.records:
     d, epochs = config.get('dispersion', {}), config.get('train', {}).get('epochs')
     if epochs is None:
       return 'T (one per recorded epoch, during training)'
     t = len(range(int(d.get('record_from_epoch', 0)), int(epochs), int(d.get('record_every', 1))))
     return f'{t} (T: one per recorded epoch, during training; none after)'
-  if strategy in ('entropy', 'margin', 'least_confidence'):
-    return '1 (after training)'
-  if strategy == 'bald':
-    mc = config.get('bald', {}).get('mc_samples', '?')
-    return f'1 + {mc} dropout passes of the head (after training)'
-  if strategy == 'coreset':
-    return '1 over pool + labeled set (features, after training) + k-center greedy'
-  if strategy == 'random':
-    return '0'
-  return '?'
+  flat = flatten(config)
+  return re.sub(r'\{([a-z_.]+)\}', lambda m: str(flat.get(m.group(1), '?')), s.cost)
 
 
 def costs(runs) -> list[dict]:
@@ -733,7 +731,7 @@ def _aulc_section(runs) -> list[str]:
     md.append(f'| {s} | {len(values)} | {_mean_std(values)} |')
   md.append('')
   md += ['### Paired differences against random', '']
-  if not any(r.strategy == 'random' for r in runs):
+  if 'random' not in runs_by_strategy(runs):  # the baseline every strategy is paired with
     return md + ['No `random` runs: skipped.', '']
   pairs = paired_differences(runs, span)
   if not pairs:

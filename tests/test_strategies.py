@@ -1,9 +1,7 @@
 """Selection, the strategies' scores against NumPy references, and the strategy registry."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from jaxdisp import parallel, selection, strategies
 from jaxdisp.strategies.coreset import kcenter_greedy

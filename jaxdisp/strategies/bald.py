@@ -31,6 +31,6 @@ base.register_output('bald', bald_output)
 STRATEGY = base.register(base.Strategy(
     name='bald', summary='mutual information over Monte-Carlo dropout passes of the head',
     reference='Houlsby et al. 2011; Gal et al., ICML 2017',
-    cost='one pool pass + bald.mc_samples passes of the head', outputs=('bald',),
+    cost='1 + {bald.mc_samples} dropout passes of the head (after training)', outputs=('bald',),
     score=lambda view: view.outputs['bald'], needs_dropout=True,
     check_config=base.needs_dropout_check('bald')), builtin=True)

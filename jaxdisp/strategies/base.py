@@ -78,7 +78,7 @@ class Strategy:
   name: str
   summary: str  # one line: what is queried
   reference: str = ''  # the paper, and how it was adapted
-  cost: str = ''  # what it costs per round beyond training
+  cost: str = '?'  # pool passes per round, e.g. '1 (after training)'; {cfg.key} is filled in
   records: tuple = ()
   outputs: tuple = ()
   labeled_outputs: tuple = ()

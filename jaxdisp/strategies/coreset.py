@@ -58,5 +58,5 @@ def select(view: base.PoolView, budget: int):
 STRATEGY = base.register(base.Strategy(
     name='coreset', summary='k-center greedy on penultimate features',
     reference='Sener & Savarese, ICLR 2018 (greedy version)',
-    cost='one pass over pool + labeled set; budget greedy steps of O(N)',
+    cost='1 over pool + labeled set (features, after training) + k-center greedy',
     outputs=('features',), labeled_outputs=('features',), select=select), builtin=True)

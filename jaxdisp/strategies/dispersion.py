@@ -16,6 +16,6 @@ STRATEGY = base.register(base.Strategy(
     name='dispersion',
     summary='label dispersion over the per-epoch prediction history (the paper)',
     reference='Zolfaghari Bengar et al., CAIP 2021 (arXiv 2107.14707)',
-    cost='one pool pass after every recorded epoch (T passes per round)',
+    cost='T (one per recorded epoch, during training; none after)',
     records=('labels',), score=score,
     tie_break=lambda cfg: cfg.dispersion.tie_break), builtin=True)

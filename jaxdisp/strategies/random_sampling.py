@@ -10,5 +10,5 @@ def score(view: base.PoolView):
 
 
 STRATEGY = base.register(base.Strategy(
-    name='random', summary='a keyed uniformly random subset', cost='none', score=score),
+    name='random', summary='a keyed uniformly random subset', cost='0', score=score),
     builtin=True)

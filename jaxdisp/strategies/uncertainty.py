@@ -6,7 +6,7 @@ Scheffer et al., IDA 2001. One pool pass of the final model (eval mode, no augme
 
 from jaxdisp.strategies import base
 
-_COST = 'one pool pass of the final model'
+_COST = '1 (after training)'
 
 ENTROPY = base.register(base.Strategy(
     name='entropy', summary='predictive entropy of the final model', cost=_COST,
