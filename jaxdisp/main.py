@@ -59,18 +59,31 @@ def _norm(v):
 
 
 def run_experiment(cfg, workdir: str):
-  """Loads data, restores or starts the experiment, runs the remaining rounds; returns ALState."""
+  """Loads data, restores or starts the experiment, runs the remaining rounds; returns ALState.
+
+  The run holds an exclusive lock on ``workdir`` throughout (a second run stops at once).
+  """
   import jax
-  from jaxdisp import al_loop, checkpointing, config_lib, data, reporting, train
-  from jaxdisp.acquisition import NumericalError
+  from jaxdisp import config_lib, locking
 
   config_lib.validate(cfg)
-  dataset = data.load_dataset(cfg.dataset, lazy=train.shards_train_images(cfg))
-  config_lib.validate_against_data(cfg, dataset.num_train, dataset.num_classes)
   try:
     os.makedirs(workdir, exist_ok=True)
   except OSError as e:
     raise JaxdispError(f'cannot create --workdir {workdir}: {e.strerror or e}') from None
+  # issue 17: one run per workdir; taken before the data loads, so a second run stops at once.
+  with locking.workdir_lock(workdir, jax.process_index()):
+    return _run_locked(cfg, workdir)
+
+
+def _run_locked(cfg, workdir: str):
+  """run_experiment's body, with ``cfg`` validated and ``workdir`` created and locked."""
+  import jax
+  from jaxdisp import al_loop, checkpointing, config_lib, data, reporting, train
+  from jaxdisp.acquisition import NumericalError
+
+  dataset = data.load_dataset(cfg.dataset, lazy=train.shards_train_images(cfg))
+  config_lib.validate_against_data(cfg, dataset.num_train, dataset.num_classes)
   primary = jax.process_index() == 0  # the one process that writes outputs (all checkpoint)
   if primary:
     reporting.remove_stale_temporaries(workdir)
@@ -116,11 +129,9 @@ def run_experiment(cfg, workdir: str):
 
   def on_epoch(round_, epoch, train_state, history, metrics):
     done = epoch + 1  # epochs completed in this round
-    if not bool(metrics['finite']):
-      raise NumericalError(
-          f'training loss is NaN/inf in round {round_}, epoch {epoch}, step '
-          f'{int(metrics["first_bad_step"])}; the last good checkpoint is kept '
-          '(lower train.learning_rate)')
+    problem = train.epoch_problem(round_, epoch, metrics, dataset.num_classes)  # NaN/inf, or
+    if problem:  # diverged (issue 17): stop before this epoch is checkpointed
+      raise NumericalError(problem)
     progress.on_epoch(round_, epoch, metrics)
     stopping = stop.signum is not None and done < cfg.train.epochs
     if ckpt.maybe_save_train(round_, done, train_state, history, force=stopping):
