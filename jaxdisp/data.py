@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import errno
 import hashlib
 import os
 import shutil
+import stat
 import tempfile
 
 import numpy as np
@@ -258,18 +260,50 @@ def synthetic(num_train: int = 5000, num_test: int = 1000, num_classes: int = 10
 # image folder
 
 
+def _stat(path: str, want_dir: bool = False) -> os.stat_result:
+  """``os.stat(path)``, or a one-line DataError for what a folder scan can meet: a dangling
+  symlink, a symlink loop, an unreadable entry, a FIFO/socket/device named like an image."""
+  try:
+    st = os.stat(path)
+  except OSError as e:
+    what = ('a symlink loop' if e.errno == errno.ELOOP else
+            'a dangling symlink' if os.path.islink(path) and e.errno == errno.ENOENT else '')
+    raise DataError(f'cannot read {_shown(path)}: {e.strerror or e}'
+                    + (f' (it is {what}: fix or remove it)' if what else '')) from None
+  if not (stat.S_ISDIR(st.st_mode) if want_dir else stat.S_ISREG(st.st_mode)):
+    raise DataError(f'{_shown(path)} is not a {"folder" if want_dir else "regular file"}: '
+                    'remove it from the image folder')
+  return st
+
+
+def _shown(path: str) -> str:
+  """A path for a message: as is, or escaped when it holds undecodable bytes or invisible
+  characters."""
+  return path if path.isprintable() else ascii(path)
+
+
+def _listdir(path: str) -> list[str]:
+  try:
+    return os.listdir(path)
+  except OSError as e:
+    raise DataError(f'cannot list {_shown(path)}: {e.strerror or e}') from None
+
+
 def _list_split(root: str, split: str):
   split_dir = os.path.join(root, split)
   if not os.path.isdir(split_dir):
     raise DataError(f'image folder {root!r} has no {split!r} split: expected '
                     f'{split_dir}/<class>/*.jpg')
-  classes = sorted(d for d in os.listdir(split_dir)
-                   if os.path.isdir(os.path.join(split_dir, d)) and not d.startswith('.'))
+  entries = sorted(d for d in _listdir(split_dir) if not d.startswith('.'))
+  for d in entries:  # a class folder behind a broken symlink must not vanish silently
+    if os.path.islink(os.path.join(split_dir, d)):
+      _stat(os.path.join(split_dir, d), want_dir=os.path.isdir(os.path.join(split_dir, d)))
+  classes = [d for d in entries if os.path.isdir(os.path.join(split_dir, d))]
   if not classes:
     raise DataError(f'{split_dir} has no class sub-folders: expected {split_dir}/<class>/*.jpg')
   files = []
   for c in classes:
-    names = sorted(f for f in os.listdir(os.path.join(split_dir, c))
+    names = sorted(f for f in _listdir(os.path.join(split_dir, c))
                    if f.lower().endswith(IMAGE_SUFFIXES) and not f.startswith('.'))
     if not names:
       raise DataError(f'class folder {os.path.join(split_dir, c)} has no .jpg/.jpeg/.png images')
@@ -280,8 +314,9 @@ def _list_split(root: str, split: str):
 def _fingerprint(root: str, files) -> str:
   h = hashlib.sha256(f'jaxdisp-folder-v{_CACHE_VERSION}'.encode())
   for rel, _ in files:
-    st = os.stat(os.path.join(root, rel))
-    h.update(f'{rel}\0{st.st_size}\0{st.st_mtime_ns}\n'.encode())
+    st = _stat(os.path.join(root, rel))
+    # surrogateescape: a file name that is not valid UTF-8 still has its bytes
+    h.update(f'{rel}\0{st.st_size}\0{st.st_mtime_ns}\n'.encode('utf-8', 'surrogateescape'))
   return h.hexdigest()
 
 

@@ -37,6 +37,10 @@ class LabelError(JaxdispError):
     super().__init__(f'{path}: {len(problems)} problem(s), nothing imported: ' + problems[0])
 
 
+class LockHeld(JaxdispError):
+  """The workdir or ledger is locked by another live process."""
+
+
 class Preempted(Exception):
   """Raised at a safe point after a stop signal; carries the exit status."""
 

@@ -4,7 +4,8 @@
 with :mod:`jaxdisp.al_loop`'s pure steps; around them it owns everything that touches the world:
 checkpoints (rounds, and every ``checkpoint.every_epochs`` inside a round), the NaN policy,
 SIGTERM/SIGINT, the crash tests' fault points, progress lines and TensorBoard, timing,
-``results.json`` and the other outputs, the pool diagnostics, and the files oracle. It is what
+``results.json`` and the other outputs, the pool diagnostics, the files oracle, and the lock that
+keeps a second run off the same workdir. It is what
 ``python -m jaxdisp.main``, ``jaxdisp.sweep``, the benchmarks and the tests run.
 """
 
@@ -16,8 +17,8 @@ import time
 import jax
 from absl import logging
 
-from jaxdisp import al_loop, checkpointing, config_lib, data, io_utils, oracle, outputs, preemption
-from jaxdisp import train
+from jaxdisp import al_loop, checkpointing, config_lib, data, io_utils, locking, oracle, outputs
+from jaxdisp import preemption, train
 from jaxdisp.errors import JaxdispError, NumericalError
 
 
@@ -36,12 +37,18 @@ def run(cfg, workdir: str) -> al_loop.ALState:
   :class:`~jaxdisp.errors.Preempted` after a stop signal (checkpoint saved).
   """
   config_lib.validate(cfg)
-  dataset = data.load_dataset(cfg.dataset, lazy=train.shards_train_images(cfg))
-  config_lib.validate_against_data(cfg, dataset.num_train, dataset.num_classes)
   try:
     os.makedirs(workdir, exist_ok=True)
   except OSError as e:
     raise JaxdispError(f'cannot create --workdir {workdir}: {e.strerror or e}') from None
+  # One run per workdir, taken before the data loads, so a second run stops at once.
+  with locking.workdir_lock(workdir, jax.process_index()):
+    return _run_locked(cfg, workdir)
+
+
+def _run_locked(cfg, workdir: str) -> al_loop.ALState:
+  dataset = data.load_dataset(cfg.dataset, lazy=train.shards_train_images(cfg))
+  config_lib.validate_against_data(cfg, dataset.num_train, dataset.num_classes)
   primary = jax.process_index() == 0  # the one process that writes outputs (all checkpoint)
   if primary:
     io_utils.remove_stale_temporaries(workdir)
@@ -185,11 +192,9 @@ class Runner:
       return
     cfg, round_, done = self.cfg, ctx.round, epoch + 1  # epochs completed in this round
     m = metrics.to_host()
-    if not m['finite']:
-      raise NumericalError(
-          f'training loss is NaN/inf in round {round_}, epoch {epoch}, step '
-          f'{int(m["first_bad_step"])}; the last good checkpoint is kept '
-          '(lower train.learning_rate)')
+    problem = train.epoch_problem(round_, epoch, m, self.exp.dataset.num_classes)
+    if problem:  # NaN/inf or diverged: stop before this epoch is checkpointed
+      raise NumericalError(problem)
     self.progress.on_epoch(round_, epoch, m)
     stopping = self.stop.signum is not None and done < cfg.train.epochs
     if self.ckpt.maybe_save_train(round_, done, ctx.train_state, ctx.history, force=stopping):

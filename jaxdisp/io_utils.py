@@ -82,5 +82,8 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def csv_cell(text: str) -> str:
-  """One CSV cell, quoted when it holds a comma, a quote or a newline."""
+  """One CSV cell, quoted when it holds a comma, a quote or a newline. A file name that is not
+  valid UTF-8 (kept by os.listdir as surrogates) is written with U+FFFD in its place: the id
+  identifies the sample, the name is for people."""
+  text = text.encode('utf-8', 'surrogateescape').decode('utf-8', 'replace')
   return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n') else text

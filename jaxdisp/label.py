@@ -4,8 +4,10 @@ r"""Label import/export for the human oracle (``config.oracle='files'``).
   python -m jaxdisp.label export --workdir W [--out labels.csv]   # every label acquired so far
 
 ``answers.csv`` needs columns ``id`` and ``label`` (the ``queries/round_<r>.csv`` the run wrote,
-with its ``label`` column filled in, works as is); labels are class names or class indices; rows
-with an empty label are skipped. Any bad row rejects the whole file (one ``error:`` line per bad
+with its ``label`` column filled in, works as is; header names in any case, spaces allowed; UTF-8
+with or without Excel's byte-order mark, or UTF-16; ``,`` ``;`` or tab separated); labels are
+class names or class indices; rows with an empty label are skipped. One import at a time: a
+second one while the ledger is locked exits 2 at once, naming the holder. Any bad row rejects the whole file (one ``error:`` line per bad
 row, exit status 2) and leaves the ledger untouched; importing the same answers twice is a no-op.
 """
 
@@ -14,17 +16,20 @@ from __future__ import annotations
 import os
 import sys
 
-from jaxdisp import io_utils, oracle, preemption
+from jaxdisp import io_utils, locking, oracle, preemption
 from jaxdisp.errors import JaxdispError, LabelError
 
 
 def import_labels(workdir: str, path: str) -> dict:
   """Validates ``path`` against the experiment and appends its new labels; returns counts."""
   ctx = oracle.context_from_workdir(workdir)
-  ledger = oracle.read_ledger(workdir)
-  new, counts = oracle.validate_answers(path, ctx, ledger)
-  oracle.append_ledger(workdir, new)
-  preemption.fault_point('label_import')
+  # One import at a time: read, validate and append under the ledger's lock, so two imports
+  # cannot both append a label for one id (issue 17).
+  with locking.ledger_lock(oracle.ledger_path(workdir)):
+    ledger = oracle.read_ledger(workdir)
+    new, counts = oracle.validate_answers(path, ctx, ledger)
+    oracle.append_ledger(workdir, new)
+    preemption.fault_point('label_import')
   queried = set(ctx.queried)
   counts['missing'] = len(queried - set(ledger) - {e['id'] for e in new})
   return counts

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import os
 import time
@@ -109,35 +110,89 @@ def _parse_label(text: str, class_names: tuple):
   text = text.strip()
   if text in class_names:
     return class_names.index(text)
-  if text.lstrip('-').isdigit() and 0 <= int(text) < len(class_names):
+  if text.isascii() and text.isdigit() and int(text) < len(class_names):  # '٣', '²': no
     return int(text)
   return None
 
 
-def validate_answers(path: str, ctx: Context, ledger: dict) -> tuple[list[dict], dict]:
-  """Checks a whole answers CSV; returns (new ledger entries, counts) or raises LabelError."""
+def _shown(text: str) -> str:
+  """``text`` as it reads, or escaped when it holds invisible characters."""
+  return text if text.isprintable() else ascii(text)
+
+
+def read_answers(path: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
+  """(header, [(line number, cells)]) of an answers CSV, or a one-line error.
+
+  Tolerant of what spreadsheets write: a UTF-8 byte-order mark (Excel's "CSV UTF-8") or UTF-16
+  with one, ``;`` or tab separators, and header names in any case with spaces around them
+  (``ID, Label``). Anything it cannot read as text is refused, naming the line.
+  """
+  if os.path.isdir(path):
+    raise JaxdispError(f'answers file {path} is a directory, not a CSV file')
   if not os.path.exists(path):
     raise JaxdispError(f'answers file {path} does not exist')
-  with open(path, newline='') as f:
-    text = f.read()
+  try:
+    with open(path, 'rb') as f:
+      raw = f.read()
+  except OSError as e:
+    raise JaxdispError(f'cannot read answers file {path}: {e.strerror or e}') from None
+  if raw.startswith(b'PK\x03\x04'):
+    raise LabelError(path, ['is a zip file (an Excel workbook?), not CSV: save it as "CSV UTF-8"'])
+  utf16 = raw[:2] in (b'\xff\xfe', b'\xfe\xff')
+  try:
+    text = raw.decode('utf-16' if utf16 else 'utf-8-sig')  # -sig: drops Excel's byte-order mark
+  except UnicodeDecodeError as e:
+    line = raw.count(b'\n', 0, e.start) + 1
+    raise LabelError(path, [f'line {line}: byte 0x{raw[e.start]:02x} is not '
+                            f'{"UTF-16" if utf16 else "UTF-8"} text; save the file as "CSV UTF-8"']
+                     ) from None
   if not text.strip():
     raise LabelError(path, ['the file is empty (expected a header with columns id,label)'])
-  rows = list(csv.DictReader(text.splitlines()))
-  header = [h.strip() for h in (csv.reader(text.splitlines()).__next__())]
+  first = text.lstrip().splitlines()[0]
+  delimiter = max(',;\t', key=lambda d: sum(1 for h in first.split(d)
+                                             if h.strip().lower() in ('id', 'label')))
+  reader = csv.reader(io.StringIO(text, newline=''), delimiter=delimiter)
+  rows, header = [], None
+  try:
+    for cells in reader:
+      if not any(c.strip() for c in cells):
+        continue  # blank line
+      if header is None:
+        shown = [_shown(c.strip()) for c in cells]
+        header = [c.strip().lower() for c in cells]
+      else:
+        rows.append((reader.line_num, cells))
+  except csv.Error as e:
+    raise LabelError(path, [f'line {reader.line_num}: not readable as CSV ({e})']) from None
+  for name in ('id', 'label'):
+    if header.count(name) > 1:
+      raise LabelError(path, [f'the header has {header.count(name)} {name!r} columns'])
   if 'id' not in header or 'label' not in header:
-    raise LabelError(path, [f'needs columns id and label, found: {",".join(header)}'])
+    raise LabelError(path, ['needs columns id and label, found: ' + ','.join(shown)])
   if not rows:
     raise LabelError(path, ['has a header but no rows'])
+  return header, rows
+
+
+def validate_answers(path: str, ctx: Context, ledger: dict) -> tuple[list[dict], dict]:
+  """Checks a whole answers CSV; returns (new ledger entries, counts) or raises LabelError."""
+  header, rows = read_answers(path)
+  id_col, label_col = header.index('id'), header.index('label')
+
+  def cell(cells, col):
+    return cells[col].strip() if col < len(cells) else ''
+
   problems, new, seen = [], [], {}
   counts = {'rows': len(rows), 'new': 0, 'already': 0, 'unlabeled': 0}
   classes = ', '.join(ctx.class_names[:12]) + (', ...' if len(ctx.class_names) > 12 else '')
-  for n, row in enumerate(rows, 2):  # line numbers as an editor shows them (header = line 1)
-    raw_id, raw_label = (row.get('id') or '').strip(), (row.get('label') or '').strip()
+  for n, cells in rows:  # line numbers as an editor shows them (header = line 1)
+    raw_id, raw_label = cell(cells, id_col), cell(cells, label_col)
     if not raw_label:
       counts['unlabeled'] += 1
       continue
-    if not raw_id.isdigit():
-      problems.append(f'line {n}: id {raw_id!r} is not a dataset index')
+    if not (raw_id.isascii() and raw_id.isdigit()):
+      digits = ' (write it with the digits 0-9)' if any(c.isdigit() for c in raw_id) else ''
+      problems.append(f'line {n}: id {raw_id!r} is not a dataset index{digits}')
       continue
     i = int(raw_id)
     if i >= ctx.num_train:

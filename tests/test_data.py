@@ -115,6 +115,11 @@ def test_load_dataset_folder_source_via_config(tmp_path):
     ('mixed_sizes', 'resize the folder to one size'),
     ('corrupt', 'cannot decode image'),
     ('extra_test_class', 'has classes not in train'),
+    # filesystem oddities (issue 17): one line each, not an OSError traceback from os.stat
+    ('dangling_symlink', r'train/cat/gone.png: No such file or directory \(it is a dangling symlink'),
+    ('symlink_loop', r'train/cat/loop1.png: Too many levels of symbolic links \(it is a symlink loop'),
+    ('dangling_class_symlink', r'train/fox: No such file or directory \(it is a dangling symlink'),
+    ('fifo', 'train/cat/pipe.png is not a regular file'),
 ])
 def test_image_folder_errors_name_the_problem(breakage, message, tmp_path):
   root = tmp_path / 'ds'
@@ -128,6 +133,15 @@ def test_image_folder_errors_name_the_problem(breakage, message, tmp_path):
     Image.fromarray(np.zeros((9, 8, 3), np.uint8)).save(root / 'train' / 'cat' / '999.png')
   elif breakage == 'corrupt':
     (root / 'train' / 'dog' / 'bad.jpg').write_bytes(b'not a jpeg')
+  elif breakage == 'dangling_symlink':
+    os.symlink(root / 'nowhere.png', root / 'train' / 'cat' / 'gone.png')
+  elif breakage == 'symlink_loop':
+    os.symlink(root / 'train' / 'cat' / 'loop2.png', root / 'train' / 'cat' / 'loop1.png')
+    os.symlink(root / 'train' / 'cat' / 'loop1.png', root / 'train' / 'cat' / 'loop2.png')
+  elif breakage == 'dangling_class_symlink':
+    os.symlink(root / 'nowhere', root / 'train' / 'fox')
+  elif breakage == 'fifo':
+    os.mkfifo(root / 'train' / 'cat' / 'pipe.png')  # decoding it would block forever
   elif breakage == 'extra_test_class':
     os.makedirs(root / 'test' / 'yak')
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / 'test' / 'yak' / '0.png')
@@ -136,6 +150,15 @@ def test_image_folder_errors_name_the_problem(breakage, message, tmp_path):
   assert '\n' not in str(err.value)
   if breakage == 'corrupt':
     assert 'bad.jpg' in str(err.value)
+
+
+def test_a_file_name_that_is_not_utf8_is_read(tmp_path):
+  write_folder(tmp_path / 'ds')
+  src = tmp_path / 'ds' / 'train' / 'cat' / '000.png'
+  with open(os.fsencode(src.parent) + b'/\xff.png', 'wb') as f:
+    f.write(src.read_bytes())
+  ds = data.image_folder(str(tmp_path / 'ds'), cache_dir=str(tmp_path / 'cache'))
+  assert ds.num_train == 13 and 'train/cat/\udcff.png' in ds.train_ids
 
 
 def test_tfds_offline_error_names_the_alternatives(tmp_path):

@@ -104,9 +104,11 @@ def test_same_seed_selects_the_same_ids_and_another_seed_does_not(tmp_path):
     ('--config.train.nosuchkey=1', "unknown config key 'nosuchkey'"),
     ('--config.train.epochs=abc', 'invalid literal'),
     ('--config.checkpoint.dir=/dev/null/ck', 'cannot use the checkpoint folder /dev/null/ck'),
+    ('--config.dispersion.record_every=5 --config.train.epochs=2',  # issue 17: 1 recorded epoch
+     'strategy=dispersion would record the pool\'s predictions in 1 epoch(s)'),
 ])
 def test_bad_input_exits_nonzero_with_one_line(override, message, tmp_path):
-  extra = [override]
+  extra = override.split()
   if override == '--config.dataset.source=folder':
     extra.append(f'--config.dataset.root={tmp_path / "missing"}')
   if override == '--config.dataset.source=tfds':
@@ -130,10 +132,32 @@ def test_resuming_with_a_different_config_is_refused(tmp_path):
     ({'dataset.placement': 'everywhere'}, "dataset.placement='everywhere' must be"),
     ({'dispersion.record_from_epoch': 6}, r'record_from_epoch=6 must be in \[0, train.epochs=6\)'),
     ({'al.pool_subset': 10}, 'smaller than al.budget=50'),
+    # issue 17: configs that cannot give dispersion what it needs
+    ({'dispersion.record_every': 5, 'train.epochs': 2}, r'in 1 epoch\(s\) .*needs at least 2'),
+    ({'dispersion.record_from_epoch': 5}, r'in 1 epoch\(s\) \(train.epochs=6, '
+                                           r'dispersion.record_from_epoch=5'),
+    ({'dispersion.mode_last_k': 25}, 'mode_last_k=25 exceeds the 6 recorded epochs'),
+    ({'dispersion.mode_last_k': 3, 'dispersion.record_every': 3}, 'exceeds the 2 recorded'),
 ])
 def test_inconsistent_config_values_are_refused(overrides, message):
   with pytest.raises(JaxdispError, match=message):
     config_lib.validate(tiny_config(**overrides))
+
+
+@pytest.mark.parametrize('epochs, start, every', [(6, 0, 1), (6, 1, 2), (2, 0, 5), (100, 10, 7),
+                                                  (5, 4, 1)])
+def test_recorded_epochs_counts_the_history_rows_the_trainer_allocates(epochs, start, every):
+  from jaxdisp import train  # pylint: disable=g-import-not-at-top
+  overrides = {'train.epochs': epochs, 'dispersion.record_from_epoch': start,
+               'dispersion.record_every': every}
+  for strategy, always in (('dispersion', False), ('entropy', False), ('entropy', True)):
+    cfg = tiny_config(strategy=strategy, **{'dispersion.record_always': always, **overrides})
+    rows = train.Recording.from_config(cfg).num_rows
+    assert config_lib.recorded_epochs(cfg) == rows
+    assert rows == sum(train.Recording.from_config(cfg).slot(e)[1] for e in range(epochs)) * (
+        strategy == 'dispersion' or always)
+  # Baselines keep no (or an optional) history: a short one is no reason to refuse them.
+  config_lib.validate(tiny_config(strategy='entropy', **overrides))
 
 
 def test_diverging_training_stops_naming_epoch_and_step_and_keeps_the_checkpoint(tmp_path):
@@ -141,6 +165,17 @@ def test_diverging_training_stops_naming_epoch_and_step_and_keeps_the_checkpoint
   with pytest.raises(NumericalError, match=r'NaN/inf in round 0, epoch \d+, step \d+'):
     run_experiment(cfg, str(tmp_path))
   assert not os.path.exists(tmp_path / 'results.json')  # no round was recorded on bad numbers
+
+
+def test_a_finite_but_blown_up_loss_stops_the_run_like_nan(tmp_path):
+  """learning_rate=1e9 trains at loss ~1e28, finite: the divergence guard stops it (issue 17)."""
+  cfg = tiny_config(**{'train.learning_rate': 1e9, 'al.rounds': 0})
+  with pytest.raises(NumericalError, match=r'training diverged in round 0, epoch 0: mean loss '
+                     r'\S+e\+\d+ > 10 x ln\(10 classes\) = 23; the last good checkpoint is kept '
+                     r'\(lower train.learning_rate\)'):
+    run_experiment(cfg, str(tmp_path))
+  assert not os.path.exists(tmp_path / 'results.json')
+  assert not os.listdir(tmp_path / 'checkpoints' / 'train')  # the blown-up epoch was not saved
 
 
 def test_rounds_after_the_first_compile_nothing_on_four_devices():

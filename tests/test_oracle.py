@@ -6,6 +6,7 @@ import io
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -142,6 +143,16 @@ BAD_FILES = {
     'not an id': ('id,label\nabc,class_1\n', "line 2: id 'abc' is not a dataset index"),
     'conflicting duplicates': ('id,label\n{q0},class_1\n{q1},class_2\n{q0},class_3\n',
                                "line 4: id {q0} is labeled 'class_3' here but 'class_1' on line 2"),
+    # issue 17: encodings, digits and shapes a spreadsheet can produce
+    'not utf-8': (b'id,label\n{q0},class_1\n{q1},caf\xe9\n',
+                  'line 3: byte 0xe9 is not UTF-8 text; save the file as "CSV UTF-8"'),
+    'arabic-indic digits': ('id,label\n{q0},class_1\n\u0663,class_1\n',
+                            "line 3: id '\u0663' is not a dataset index (write it with the digits 0-9)"),
+    'superscript label index': ('id,label\n{q0},\u00b2\n', "line 2: label '\u00b2' is not a class"),
+    'excel workbook': (b'PK\x03\x04\x14\x00\x06\x00', 'is a zip file (an Excel workbook?)'),
+    'two label columns': ('id,label,Label\n{q0},class_1,class_2\n', "has 2 'label' columns"),
+    'invisible header character': ('id,lab\u200bel\n{q0},class_1\n',
+                                   "found: id,'lab\\u200bel'"),
 }
 
 
@@ -154,7 +165,10 @@ def test_bad_answers_are_rejected_whole_with_a_reason_per_row(kind, waiting_run,
   text, reason = BAD_FILES[kind]
   fmt = {'q0': queried[0], 'q1': queried[1], 'unq': unq}
   path = tmp_path / 'answers.csv'
-  path.write_text(text.format(**fmt))
+  if isinstance(text, bytes):
+    path.write_bytes(text.decode('latin-1').format(**fmt).encode('latin-1'))
+  else:
+    path.write_text(text.format(**fmt), encoding='utf-8')
   before = ledger_bytes(workdir)
   assert label.main(['import', '--workdir', workdir, '--file', str(path)]) == 2
   err = capsys.readouterr().err.strip().splitlines()
@@ -196,4 +210,59 @@ def test_a_torn_last_ledger_line_is_ignored_and_not_glued_to(waiting_run, tmp_pa
   assert oracle.read_ledger(workdir) == {}
   assert label.main(['import', '--workdir', workdir,
                      '--file', answer_round(workdir, 0, labels, tmp_path)]) == 0
+  assert len(oracle.read_ledger(workdir)) == 50
+
+
+@pytest.mark.parametrize('header, encoding, delimiter', [
+    ('id, label', 'utf-8', ','),  # the space after the comma once dropped every label silently
+    (' ID ,Label ', 'utf-8', ','),
+    ('id,label', 'utf-8-sig', ','),  # Excel's "CSV UTF-8": a byte-order mark before "id"
+    ('"id","label"', 'utf-8-sig', ','),
+    ('id;label', 'utf-8', ';'),  # Excel in locales with a decimal comma
+    ('id\tlabel', 'utf-16', '\t'),  # Excel's "Unicode text"
+])
+def test_answers_headers_are_read_whatever_their_spacing_case_bom_or_separator(
+    header, encoding, delimiter, waiting_run, tmp_path, capsys):
+  cfg, workdir = waiting_run
+  labels = true_labels(cfg)
+  rows = [f'{q["id"]}{delimiter} class_{labels[int(q["id"])]}' for q in read_queries(workdir, 0)]
+  path = tmp_path / 'answers.csv'
+  path.write_bytes(('\r\n'.join([header] + rows) + '\r\n').encode(encoding))
+  assert label.main(['import', '--workdir', workdir, '--file', str(path)]) == 0
+  assert 'imported 50 new label(s)' in capsys.readouterr().out
+  ledger = oracle.read_ledger(workdir)
+  assert {i: e['label'] for i, e in ledger.items()} == {
+      int(q['id']): labels[int(q['id'])] for q in read_queries(workdir, 0)}
+
+
+def test_a_directory_given_as_the_answers_file_is_one_line(waiting_run, capsys):
+  _, workdir = waiting_run
+  assert label.main(['import', '--workdir', workdir, '--file', workdir]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err == [f'error: answers file {workdir} is a directory, not a CSV file']
+
+
+def test_a_second_import_while_one_holds_the_ledger_stops_at_once_and_a_killed_one_does_not(
+    waiting_run, tmp_path, capsys):
+  """Two imports into one labels.jsonl: the second exits 2 naming the holder (issue 17). The
+  holder here is a process that takes the ledger's lock and sleeps; kill -9 frees it."""
+  cfg, workdir = waiting_run
+  answers = answer_round(workdir, 0, true_labels(cfg), tmp_path)
+  holder = subprocess.Popen(
+      [sys.executable, '-c', 'import sys, time; from jaxdisp import locking\n'
+       'with locking.ledger_lock(sys.argv[1]):\n print("held", flush=True); time.sleep(600)',
+       oracle.ledger_path(workdir)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == 'held'
+    assert label.main(['import', '--workdir', workdir, '--file', answers]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith(f'error: the label ledger {oracle.ledger_path(workdir)} is in use by '
+                             f'pid {holder.pid} on {socket.gethostname()} since ')
+    assert err[0].endswith('; wait for that import to finish, then import again')
+    assert ledger_bytes(workdir) == b''
+  finally:
+    holder.kill()  # SIGKILL: no cleanup runs in the holder
+    holder.wait()
+  assert label.main(['import', '--workdir', workdir, '--file', answers]) == 0
   assert len(oracle.read_ledger(workdir)) == 50

@@ -160,3 +160,24 @@ def test_sharded_training_images_gather_exactly_and_train_like_replicated():
   np.testing.assert_array_equal(np.asarray(h_sh), np.asarray(h_rep))
   for x, y in zip(jax.tree.leaves(s_rep.params), jax.tree.leaves(s_sh.params)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_diverged_fires_only_far_above_a_uniform_guess():
+  """The divergence rule (issue 17): mean epoch loss > 10 ln(C), finite only."""
+  assert train.DIVERGENCE_FACTOR == 10.0
+  for c in (2, 10, 100):
+    ceiling = 10 * np.log(c)
+    assert not train.diverged(np.log(c), c)  # where training starts (a uniform guess)
+    assert not train.diverged(3 * np.log(c), c)  # worse than any healthy epoch measured
+    assert not train.diverged(ceiling * 0.999, c)
+    assert train.diverged(ceiling * 1.001, c)
+    assert train.diverged(1e30, c)
+  assert not train.diverged(float('nan'), 10) and not train.diverged(float('inf'), 10)
+  ok = {'finite': True, 'loss': 2.3, 'first_bad_step': -1}
+  assert train.epoch_problem(0, 0, ok, 10) is None
+  nan = {**ok, 'finite': False, 'loss': float('nan'), 'first_bad_step': 3}
+  assert train.epoch_problem(1, 2, nan, 10).startswith(
+      'training loss is NaN/inf in round 1, epoch 2, step 3; the last good checkpoint is kept')
+  blown = train.epoch_problem(1, 4, {**ok, 'loss': 3.4e28}, 10)
+  assert blown == ('training diverged in round 1, epoch 4: mean loss 3.4e+28 > 10 x ln(10 '
+                   'classes) = 23; the last good checkpoint is kept (lower train.learning_rate)')
