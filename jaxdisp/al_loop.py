@@ -8,7 +8,8 @@
 * ``score``, ``modal_label``, ``label_changes``: for each queried sample, its acquisition score
   and (when a prediction history was recorded) its modal predicted label and number of label
   changes across epochs; ``nan`` / ``-1`` elsewhere.
-* per-round metrics ``num_labeled``, ``test_accuracy``, ``seconds`` (train, score, select).
+* per-round metrics ``num_labeled``, ``test_accuracy``, ``class_accuracy`` (test accuracy of
+  each true class), ``seconds`` (train, score, select).
 
 A round is five steps, each a function of its inputs only (every random choice is derived from
 ``(seed, round, stream, epoch, step)`` by ``fold_in``), composed by :func:`al_round`:
@@ -34,7 +35,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxdisp import dispersion as disp, input_pipeline, parallel, selection, strategies, train
+from jaxdisp import dispersion as disp, input_pipeline, oracle, parallel, selection, strategies
+from jaxdisp import train
 from jaxdisp.data import Dataset
 from jaxdisp.errors import NumericalError
 
@@ -55,13 +57,15 @@ class ALState:
   num_labeled: np.ndarray  # int32 [rounds + 1]
   test_accuracy: np.ndarray  # float32 [rounds + 1], nan = not run
   seconds: np.ndarray  # float32 [rounds + 1, 3]: train, score, select
+  class_accuracy: np.ndarray  # float32 [rounds + 1, C], nan = not run / no test sample
 
   def selected(self, round_: int) -> np.ndarray:
     """Dataset ids queried at the end of ``round_`` (sorted)."""
     return np.flatnonzero(self.labeled_round == round_ + 1)
 
 
-def initial_state(seed: int, num_train: int, initial_size: int, rounds: int) -> ALState:
+def initial_state(seed: int, num_train: int, initial_size: int, rounds: int,
+                  num_classes: int = 0) -> ALState:
   """Round 0: a keyed uniformly random initial labeled set."""
   key = jax.random.PRNGKey(seed)
   perm = np.asarray(jax.random.permutation(jax.random.fold_in(key, 10**6), num_train))
@@ -74,7 +78,8 @@ def initial_state(seed: int, num_train: int, initial_size: int, rounds: int) -> 
       label_changes=np.full(num_train, -1, np.int32),
       num_labeled=np.zeros(rounds + 1, np.int32),
       test_accuracy=np.full(rounds + 1, np.nan, np.float32),
-      seconds=np.zeros((rounds + 1, 3), np.float32))
+      seconds=np.zeros((rounds + 1, 3), np.float32),
+      class_accuracy=np.full((rounds + 1, num_classes), np.nan, np.float32))
 
 
 def is_finished(state: ALState, cfg) -> bool:
@@ -110,6 +115,10 @@ class Experiment:
     if a.pool_subset:
       pool = min(pool, a.pool_subset)
     data = input_pipeline.put_data(dataset, mesh, setup.shard_train)
+    if cfg.oracle.noise > 0:  # the simulated oracle's answers: the dataset's labels, some wrong
+      answers = oracle.simulated_answers(dataset.train_labels, dataset.num_classes,
+                                         cfg.oracle.noise, cfg.seed)
+      data = data.replace(train_labels=parallel.put_replicated(answers, mesh))
     return cls(cfg, dataset, mesh, strategy, setup, train.compile_steps(setup), data, pool_pass,
                train.labeled_capacity(final, cfg.train.batch_size),
                train.pool_capacity(setup, pool))
@@ -121,7 +130,8 @@ class Experiment:
 
   def initial_state(self) -> ALState:
     a = self.cfg.al
-    return initial_state(self.cfg.seed, self.dataset.num_train, a.initial_size, a.rounds)
+    return initial_state(self.cfg.seed, self.dataset.num_train, a.initial_size, a.rounds,
+                         self.dataset.num_classes)
 
   @property
   def tie_rule(self) -> str:
@@ -194,8 +204,18 @@ def train_epoch(exp: Experiment, ctx: RoundCtx) -> tuple[RoundCtx, train.EpochMe
   return ctx.replace(train_state=state, history=history), metrics
 
 
+def evaluate(exp: Experiment, ctx: RoundCtx) -> tuple[float, np.ndarray]:
+  """(test accuracy, [C] accuracy of each true class; nan for a class without test samples)."""
+  out = exp.steps.evaluate(ctx.train_state, exp.data)
+  totals = np.bincount(np.asarray(exp.dataset.test_labels), minlength=exp.dataset.num_classes)
+  hits = parallel.to_host(out['class_correct'])
+  with np.errstate(invalid='ignore', divide='ignore'):
+    per_class = np.where(totals > 0, hits / np.maximum(totals, 1), np.nan).astype(np.float32)
+  return float(out['accuracy']), per_class
+
+
 def test_accuracy(exp: Experiment, ctx: RoundCtx) -> float:
-  return float(exp.steps.evaluate(ctx.train_state, exp.data))
+  return evaluate(exp, ctx)[0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -247,7 +267,7 @@ def pool_diagnostics(exp: Experiment, ctx: RoundCtx, scored: Scored) -> dict:
   out = scored.view.outputs
   probs = parallel.to_host(out['probs'])[:n].astype(np.float64)
   top2 = -np.sort(-probs, axis=-1)[:, :2]
-  labels = parallel.to_host(exp.data.train_labels)[ctx.pool_ids]
+  labels = np.asarray(exp.dataset.train_labels)[ctx.pool_ids]  # true labels, not the oracle's
   plogp = np.where(probs > 0, probs * np.log(np.where(probs > 0, probs, 1.0)), 0.0)
   diag = {'ids': ctx.pool_ids.astype(np.int64),
           'margin': (top2[:, 0] - top2[:, 1]).astype(np.float32),
@@ -266,7 +286,8 @@ def pool_diagnostics(exp: Experiment, ctx: RoundCtx, scored: Scored) -> dict:
 
 
 def finish_round(state: ALState, exp: Experiment, ctx: RoundCtx, accuracy: float,
-                 chosen: selection.Selection | None, seconds=(0.0, 0.0, 0.0)) -> ALState:
+                 chosen: selection.Selection | None, seconds=(0.0, 0.0, 0.0),
+                 class_accuracy: np.ndarray | None = None) -> ALState:
   """The state after round ``ctx.round``: its accuracy and, unless it is the last round, the
   queried ids stamped with ``round + 1`` and their provenance."""
   r = ctx.round
@@ -278,6 +299,10 @@ def finish_round(state: ALState, exp: Experiment, ctx: RoundCtx, accuracy: float
   secs[r] = seconds
   new = dict(round=np.int32(r + 1), num_labeled=num_labeled, test_accuracy=test_acc,
              seconds=secs)
+  if class_accuracy is not None:
+    per_class = state.class_accuracy.copy()
+    per_class[r] = class_accuracy
+    new['class_accuracy'] = per_class
   if chosen is not None:
     new.update(_record_selection(state, exp, ctx, chosen))
   return state.replace(**new)
@@ -294,13 +319,13 @@ def al_round(state: ALState, exp: Experiment) -> ALState:
   for _ in range(exp.cfg.train.epochs):
     ctx, metrics = train_epoch(exp, ctx)
   del metrics
-  accuracy = test_accuracy(exp, ctx)
+  accuracy, per_class = evaluate(exp, ctx)
   chosen = None
   if needs_query(state, exp, ctx):
     scored = score_pool(exp, ctx)
     check_scores(exp, ctx, scored)
     chosen = select(exp, ctx, scored)
-  return finish_round(state, exp, ctx, accuracy, chosen)
+  return finish_round(state, exp, ctx, accuracy, chosen, class_accuracy=per_class)
 
 
 def check_scores(exp: Experiment, ctx: RoundCtx, scored: Scored) -> None:

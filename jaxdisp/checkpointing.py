@@ -21,6 +21,7 @@ checkpoint is reported and set aside the same way, and its round starts from epo
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import re
@@ -175,6 +176,9 @@ class Checkpointer:
     except Exception as e:  # pylint: disable=broad-except
       problem = self._round_problem(step, e)
       if problem is None:
+        upgraded = self._read_older_version(step, like)
+        if upgraded is not None:
+          return upgraded, None
         raise  # readable and intact: it does not fit this config
       return None, problem
     want = (out['meta'] or {}).get('state_sha256')  # absent in checkpoints of older versions
@@ -182,6 +186,25 @@ class Checkpointer:
       return None, ('its arrays do not match the SHA-256 saved with them (a data file under '
                     f'rounds/{step}/state was altered)')
     return (out['state'], out['meta']), None
+
+  def _read_older_version(self, step: int, like):
+    """(state, meta) of a checkpoint written before ``like`` gained fields (e.g.
+    ``class_accuracy``): the fields it has, with their shapes, and ``like``'s for the rest;
+    None if it holds anything else."""
+    out = self.rounds.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
+    saved, fields = out['state'], {f.name for f in dataclasses.fields(like)}
+    if not isinstance(saved, dict) or not set(saved) < fields:
+      return None
+    values = {}
+    for name, value in saved.items():
+      want = getattr(like, name)
+      if np.shape(value) != np.shape(want):
+        return None
+      values[name] = np.asarray(value).astype(np.asarray(want).dtype)
+    logging.info('round checkpoint %d was written by an older version (no %s): upgraded',
+                 step, ', '.join(sorted(fields - set(saved))))
+    return like.replace(**values), out['meta']
 
   def _round_problem(self, step: int, first_error=None):
     """None if round checkpoint ``step`` reads as saved (no target) and matches its checksum,

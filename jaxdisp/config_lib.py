@@ -26,7 +26,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.strategy = 'dispersion'  # a registered strategy (jaxdisp.strategies.names())
   c.num_devices = 0  # 0 = all local devices; the data-parallel mesh has this many.
   c.resume_force = False  # resume a workdir even though its saved config differs from this one
-  c.oracle = 'simulated'  # simulated (dataset labels) | files (queries/*.csv, human labels)
+  c.oracle = ml_collections.ConfigDict()
+  c.oracle.kind = 'simulated'  # simulated (dataset labels) | files (queries/*.csv, human labels)
+  # simulated only: each label the oracle gives (initial set included) is a uniformly random
+  # other class with this probability; the same answers for the same seed
+  c.oracle.noise = 0.0
 
   c.dataset = ml_collections.ConfigDict()
   c.dataset.source = 'tfds'  # tfds | folder | synthetic
@@ -137,13 +141,21 @@ def result_neutral(key: str, extra: tuple = ()) -> bool:
   return key.startswith(NON_RESULT_KEYS + tuple(extra))
 
 
+# Keys renamed since a version that may have written a workdir: old -> new.
+_RENAMED = {'oracle': 'oracle.kind'}
+
+
+def _upgrade(flat: dict) -> dict:
+  return {_RENAMED.get(k, k): v for k, v in flat.items()}
+
+
 def config_diff(saved, current) -> list[str]:
   """``['key: old -> new', ...]`` over the keys that change results.
 
   A key the saved config lacks (it was added to jaxdisp after that run) counts as its default.
   """
   defaults = flatten(base_config())
-  a, b = flatten(saved), flatten(current)
+  a, b = _upgrade(flatten(saved)), flatten(current)
   a = {**{k: v for k, v in defaults.items() if k in b}, **a}
   norm = lambda v: list(v) if isinstance(v, tuple) else v
   return [f'{k}: {a.get(k)!r} -> {b.get(k)!r}' for k in sorted(set(a) | set(b))
@@ -175,8 +187,13 @@ def validate(cfg) -> None:
 
   check(cfg.strategy in strategies.names(),
         f'strategy={cfg.strategy!r} is not one of {list(strategies.names())}')
-  check(cfg.oracle in ('simulated', 'files'),
-        f"oracle={cfg.oracle!r} must be 'simulated' or 'files'")
+  check(cfg.oracle.kind in ('simulated', 'files'),
+        f"oracle.kind={cfg.oracle.kind!r} must be 'simulated' or 'files'")
+  check(0.0 <= cfg.oracle.noise < 1.0,
+        f'oracle.noise={cfg.oracle.noise} must be in [0, 1) (the probability of a wrong answer)')
+  check(cfg.oracle.noise == 0.0 or cfg.oracle.kind == 'simulated',
+        'oracle.noise simulates annotator mistakes; with oracle.kind=files the labels are '
+        "people's: set oracle.noise=0")
   check(cfg.dataset.num_classes >= 0,
         f'dataset.num_classes={cfg.dataset.num_classes} must be >= 0 (0 = from the data)')
   check(cfg.dataset.source in SOURCES,

@@ -106,8 +106,14 @@ def _restore(ckpt, exp: al_loop.Experiment, workdir: str, primary: bool) -> al_l
   state = restored[0]
   logging.info('resuming %s after round %d', workdir, int(state.round) - 1)
   if primary:
-    outputs.write_outputs(workdir, exp.cfg, exp.dataset, state)
+    write_outputs(workdir, exp.cfg, exp.dataset, state)
   return state
+
+
+def write_outputs(workdir: str, cfg, dataset, state) -> None:
+  """results.json etc. from ``state``; the crash tests can kill the process mid-write."""
+  outputs.write_outputs(workdir, cfg, dataset, state,
+                        before_replace=lambda: preemption.fault_point('results_write'))
 
 
 class Runner:
@@ -129,7 +135,7 @@ class Runner:
     try:
       while not al_loop.is_finished(state, cfg):
         self.last_state = state
-        if cfg.oracle == 'files' and int(state.round) > 0:
+        if cfg.oracle.kind == 'files' and int(state.round) > 0:
           waiting = self._apply_oracle_labels(state)
           if waiting:
             print(waiting)
@@ -139,8 +145,7 @@ class Runner:
         self.ckpt.save_round(state, {'config': cfg.to_dict(), 'round': r})
         preemption.fault_point('round', r)
         if self.primary:
-          outputs.write_outputs(self.workdir, cfg, self.exp.dataset, state,
-                                before_replace=lambda: preemption.fault_point('results_write'))
+          write_outputs(self.workdir, cfg, self.exp.dataset, state)
         self.progress.on_round(state, r)
         logging.info('round %d: %d labels, test accuracy %.2f%%', r, int(state.num_labeled[r]),
                      100 * float(state.test_accuracy[r]))
@@ -159,7 +164,7 @@ class Runner:
     for epoch in range(ctx.epoch, self.cfg.train.epochs):
       ctx, metrics = al_loop.train_epoch(exp, ctx)
       self._after_epoch(ctx, epoch, metrics)
-    accuracy = al_loop.test_accuracy(exp, ctx)
+    accuracy, per_class = al_loop.evaluate(exp, ctx)
     t1 = time.perf_counter()
     chosen, seconds = None, [t1 - t0, 0.0, 0.0]
     if al_loop.needs_query(state, exp, ctx):
@@ -172,7 +177,7 @@ class Runner:
         io_utils.save_npz_atomic(
             os.path.join(self.workdir, 'diagnostics', f'round_{ctx.round}.npz'),
             **al_loop.pool_diagnostics(exp, ctx, scored))
-    return al_loop.finish_round(state, exp, ctx, accuracy, chosen, seconds)
+    return al_loop.finish_round(state, exp, ctx, accuracy, chosen, seconds, per_class)
 
   # ---- side effects around the steps ----------------------------------------------------------
 

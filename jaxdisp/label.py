@@ -1,4 +1,4 @@
-r"""Label import/export for the human oracle (``config.oracle='files'``).
+r"""Label import/export for the human oracle (``config.oracle.kind='files'``).
 
   python -m jaxdisp.label import --workdir W --file answers.csv   # validate, then append
   python -m jaxdisp.label export --workdir W [--out labels.csv]   # every label acquired so far

@@ -258,6 +258,20 @@ def write_queries(workdir: str, round_: int, records: list[dict]) -> str:
   return path
 
 
+def simulated_answers(labels: np.ndarray, num_classes: int, noise: float, seed: int
+                      ) -> np.ndarray:
+  """The simulated oracle's label for every training sample (``oracle.noise``): the dataset's
+  label, or with probability ``noise`` a uniformly random other class. Keyed by ``seed`` alone, so
+  every strategy of a seed hears the same answers for the same sample."""
+  labels = np.asarray(labels, np.int64)
+  if noise <= 0:
+    return labels.astype(np.int32)
+  rng = np.random.default_rng((int(seed), 0x4E4F4953))  # 'NOIS'
+  wrong = rng.random(len(labels)) < noise
+  other = (labels + rng.integers(1, num_classes, len(labels))) % num_classes
+  return np.where(wrong, other, labels).astype(np.int32)
+
+
 def how_to_continue(workdir: str, round_: int, num_missing: int) -> str:
   return (f'waiting for labels: {num_missing} queried sample(s) have no label yet. Fill the '
           f'label column of {os.path.join(workdir, "queries", f"round_{round_}.csv")} (class '

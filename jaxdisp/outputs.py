@@ -14,6 +14,7 @@ import math
 import os
 import time
 
+import numpy as np
 from absl import logging
 
 from jaxdisp.io_utils import atomic_write
@@ -24,10 +25,16 @@ def results(cfg, dataset, state) -> dict:
   rounds = []
   for r in range(int(state.round)):
     selected = state.selected(r)
+    per_class = state.class_accuracy[r] if state.class_accuracy.shape[-1] else np.zeros(0)
+    present = per_class[np.isfinite(per_class)]
     rounds.append({
         'round': r,
         'num_labeled': int(state.num_labeled[r]),
         'test_accuracy': float(state.test_accuracy[r]),
+        # mean over the classes that have test samples of each class's accuracy
+        'balanced_accuracy': float(present.mean()) if present.size else None,
+        'class_accuracy': {name: (float(a) if np.isfinite(a) else None)
+                           for name, a in zip(dataset.class_names, per_class)},
         'selected': [int(i) for i in selected],
         'seconds': dict(zip(('train', 'score', 'select'),
                             (round(float(s), 3) for s in state.seconds[r]))),
@@ -86,10 +93,13 @@ def write_outputs(workdir: str, cfg, dataset, state, before_replace=None) -> Non
 
 
 def summary(state) -> str:
-  lines = ['round  labeled  test_acc  train_s  score_s']
+  lines = ['round  labeled  test_acc  balanced  train_s  score_s']
   for r in range(int(state.round)):
+    per_class = state.class_accuracy[r]
+    per_class = per_class[np.isfinite(per_class)]
+    balanced = f'{100 * per_class.mean():7.2f}%' if per_class.size else '       -'
     lines.append(f'{r:5d}  {int(state.num_labeled[r]):7d}  {100 * state.test_accuracy[r]:7.2f}%'
-                 f'  {state.seconds[r, 0]:7.1f}  {state.seconds[r, 1]:7.1f}')
+                 f'  {balanced}  {state.seconds[r, 0]:7.1f}  {state.seconds[r, 1]:7.1f}')
   return '\n'.join(lines)
 
 

@@ -167,9 +167,10 @@ def plan(get_config, strategies, seeds, overrides):
           cfg.model.dropout = MC_DROPOUT
       except ConfigError as e:
         raise ConfigError(f'--strategies: {e}') from None
-      if cfg.oracle != 'simulated':
-        raise ConfigError(f'oracle={cfg.oracle!r}: a sweep needs oracle=simulated (the files '
-                          'oracle waits for people after every round; run jaxdisp.main)')
+      if cfg.oracle.kind != 'simulated':
+        raise ConfigError(f'oracle.kind={cfg.oracle.kind!r}: a sweep needs '
+                          'oracle.kind=simulated (the files oracle waits for people after every '
+                          'round; run jaxdisp.main)')
       try:
         config_lib.validate(cfg)
       except ConfigError as e:

@@ -374,8 +374,9 @@ def train_epoch(setup: TrainSetup, state: TrainState, history: Array, data: Devi
   return epoch_end(setup, state, history, sums, data, pool, num_pool, k_pool, lr, num_steps)
 
 
-def evaluate(setup: TrainSetup, state: TrainState, data: DeviceData) -> Array:
-  """Top-1 accuracy on the test split (eval mode, no augmentation)."""
+def evaluate(setup: TrainSetup, state: TrainState, data: DeviceData) -> dict:
+  """``{'accuracy': top-1 accuracy, 'class_correct': [C] hits per true class}`` on the test
+  split (eval mode, no augmentation)."""
   n = data.test_labels.shape[0]
   cap = parallel.round_up(n, setup.chunk)
   v = variables(state)
@@ -386,7 +387,9 @@ def evaluate(setup: TrainSetup, state: TrainState, data: DeviceData) -> Array:
 
   idx = jnp.minimum(jnp.arange(cap), n - 1)
   hits = parallel.map_in_chunks(correct, idx, jnp.int32(n), setup.chunk, setup.mesh)
-  return hits.sum() / n
+  class_correct = jax.ops.segment_sum(hits[:n].astype(jnp.int32), data.test_labels,
+                                      num_segments=setup.num_classes)
+  return {'accuracy': hits.sum() / n, 'class_correct': class_correct}
 
 
 # ---- compiled steps of a run --------------------------------------------------------------------
@@ -397,7 +400,7 @@ class Steps:
   init: Callable  # (key) -> TrainState
   empty_history: Callable  # (pool_capacity) -> history, split along the pool
   train_epoch: Callable  # (state, history, data, labeled, n, pool, n_pool, key) -> (s, h, m)
-  evaluate: Callable  # (state, data) -> accuracy
+  evaluate: Callable  # (state, data) -> {'accuracy', 'class_correct'}
 
 
 def compile_steps(setup: TrainSetup) -> Steps:

@@ -54,7 +54,7 @@ def _waiting_template(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('oracle') / 'w')
   out = io.StringIO()
   with contextlib.redirect_stdout(out):
-    state = run_experiment(tiny_config(oracle='files'), workdir)
+    state = run_experiment(tiny_config(**{'oracle.kind': 'files'}), workdir)
   assert int(state.round) == 1
   assert 'waiting for labels: 50 queried sample(s)' in out.getvalue()
   return workdir
@@ -63,7 +63,7 @@ def _waiting_template(tmp_path_factory):
 @pytest.fixture
 def waiting_run(_waiting_template, tmp_path):
   """A files-oracle run stopped after round 0, waiting for 50 labels (a private copy)."""
-  cfg = tiny_config(oracle='files')
+  cfg = tiny_config(**{'oracle.kind': 'files'})
   workdir = str(tmp_path / 'w')
   shutil.copytree(_waiting_template, workdir)
   return cfg, workdir

@@ -544,7 +544,7 @@ def test_sweep_plan_overrides_and_bald_dropout():
     (['--seeds', '0,x'], 'comma-separated list of integers'),
     (['--set', 'train.epochs=0'], 'train.epochs=0 must be positive'),
     (['--bogus'], "unrecognized argument '--bogus'"),
-    (['--set', 'oracle=files'], 'a sweep needs oracle=simulated'),
+    (['--set', 'oracle.kind=files'], 'a sweep needs oracle.kind=simulated'),
 ])
 def test_sweep_bad_input_is_one_error_line(args, message, tmp_path, capsys):
   try:

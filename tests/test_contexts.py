@@ -1,0 +1,87 @@
+"""Contexts beyond a perfect oracle: noisy annotators (oracle.noise), balanced accuracy, and
+workdirs written before ALState gained per-class accuracy."""
+
+import flax
+import numpy as np
+import pytest
+
+from _helpers import cli, load_results, tiny_config
+from jaxdisp import al_loop, checkpointing, config_lib, data, oracle
+from jaxdisp.errors import ConfigError
+
+
+def test_simulated_answers_flip_the_given_fraction_to_another_class_reproducibly():
+  labels = np.arange(20000) % 10
+  a = oracle.simulated_answers(labels, 10, 0.2, seed=3)
+  assert (a == oracle.simulated_answers(labels, 10, 0.2, seed=3)).all()  # same seed, same answers
+  assert (a != oracle.simulated_answers(labels, 10, 0.2, seed=4)).any()
+  wrong = a != labels
+  assert abs(wrong.mean() - 0.2) < 0.01  # 4,000 +- 57 expected
+  # A wrong answer is uniform over the 9 other classes.
+  offsets = (a[wrong] - labels[wrong]) % 10
+  counts = np.bincount(offsets, minlength=10)
+  assert counts[0] == 0 and np.all(np.abs(counts[1:] / wrong.sum() - 1 / 9) < 0.02)
+  assert (oracle.simulated_answers(labels, 10, 0.0, seed=3) == labels).all()
+
+
+@pytest.mark.parametrize('overrides, message', [
+    ({'oracle.noise': 1.0}, r'oracle.noise=1.0 must be in \[0, 1\)'),
+    ({'oracle.noise': -0.1}, r'oracle.noise=-0.1 must be in \[0, 1\)'),
+    ({'oracle.noise': 0.1, 'oracle.kind': 'files'}, 'with oracle.kind=files the labels are'),
+    ({'oracle.kind': 'people'}, "oracle.kind='people' must be 'simulated' or 'files'"),
+])
+def test_bad_oracle_values_are_refused(overrides, message):
+  with pytest.raises(ConfigError, match=message):
+    config_lib.validate(tiny_config(**overrides))
+
+
+def test_noisy_oracle_run_reports_balanced_and_per_class_accuracy(tmp_path):
+  cli(tmp_path, '--config.oracle.noise=0.2', '--config.al.rounds=1')
+  res = load_results(tmp_path)
+  for r in res['rounds']:
+    per_class = r['class_accuracy']
+    assert len(per_class) == 10 and all(0 <= v <= 1 for v in per_class.values())
+    assert r['balanced_accuracy'] == pytest.approx(np.mean(list(per_class.values())), abs=1e-6)
+  # test_accuracy is the per-class accuracies weighted by the test split's class sizes.
+  cfg = tiny_config()
+  counts = np.bincount(data.load_dataset(cfg.dataset).test_labels, minlength=10)
+  r0 = res['rounds'][0]
+  weighted = sum(counts[i] * v for i, v in enumerate(r0['class_accuracy'].values()))
+  assert weighted / counts.sum() == pytest.approx(r0['test_accuracy'], abs=1e-6)
+
+
+def test_a_noisy_oracle_changes_what_the_model_trains_on_but_not_the_truth():
+  cfg = tiny_config(**{'oracle.noise': 0.3})
+  exp = al_loop.Experiment.create(cfg, data.load_dataset(cfg.dataset))
+  trained_on = np.asarray(exp.data.train_labels)
+  truth = np.asarray(exp.dataset.train_labels)
+  assert 0.25 < (trained_on != truth).mean() < 0.35
+  assert (trained_on == oracle.simulated_answers(truth, 10, 0.3, cfg.seed)).all()
+
+
+@flax.struct.dataclass
+class _ALStateBeforeClassAccuracy:
+  """ALState as versions before per-class accuracy saved it."""
+  round: np.ndarray
+  key: np.ndarray
+  labeled_round: np.ndarray
+  score: np.ndarray
+  modal_label: np.ndarray
+  label_changes: np.ndarray
+  num_labeled: np.ndarray
+  test_accuracy: np.ndarray
+  seconds: np.ndarray
+
+
+def test_a_round_checkpoint_of_an_older_version_is_upgraded(tmp_path):
+  new = al_loop.initial_state(0, 40, 10, 2, num_classes=3)
+  old = _ALStateBeforeClassAccuracy(**{
+      k: getattr(new, k) for k in _ALStateBeforeClassAccuracy.__dataclass_fields__})
+  old = old.replace(round=np.int32(1), test_accuracy=np.float32([0.5, np.nan, np.nan]))
+  ckpt = checkpointing.Checkpointer(str(tmp_path), epochs=4, every_epochs=2)
+  ckpt.save_round(old, {'config': {}, 'round': 0})
+  state, meta = ckpt.latest_round(new)
+  ckpt.close()
+  assert int(state.round) == 1 and float(state.test_accuracy[0]) == 0.5 and meta['round'] == 0
+  assert state.class_accuracy.shape == (3, 3) and np.isnan(state.class_accuracy).all()
+  assert (state.labeled_round == new.labeled_round).all()
