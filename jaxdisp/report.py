@@ -86,6 +86,7 @@ class Run:
   labeled: list[int]  # per completed round
   accuracy: list[float]  # per completed round, percent
   seconds: list[dict] = dataclasses.field(default_factory=list)  # per completed round
+  balanced: list = dataclasses.field(default_factory=list)  # per round, percent or None (older)
 
 
 # ----------------------------------------------------------------------------- loading
@@ -107,6 +108,8 @@ def load_runs(workdir: str) -> list[Run]:
       labeled = [int(r['num_labeled']) for r in rounds]
       accuracy = [100.0 * float(r['test_accuracy']) for r in rounds]
       seconds = [dict(r.get('seconds') or {}) for r in rounds]
+      balanced = [None if r.get('balanced_accuracy') is None
+                  else 100.0 * float(r['balanced_accuracy']) for r in rounds]
     except (OSError, ValueError, KeyError, TypeError) as e:
       raise ReportError(f'cannot read {path}: {type(e).__name__}: {e}') from None
     run_dir = os.path.dirname(path)
@@ -115,7 +118,7 @@ def load_runs(workdir: str) -> list[Run]:
       raise ReportError(f'runs {seen[strategy, seed]} and {name} are both strategy={strategy} '
                         f'seed={seed}; move one of them out of {workdir}')
     seen[strategy, seed] = name
-    runs.append(Run(name, run_dir, strategy, seed, cfg, labeled, accuracy, seconds))
+    runs.append(Run(name, run_dir, strategy, seed, cfg, labeled, accuracy, seconds, balanced))
   if not runs:
     hint = (f' ({workdir} is one run: pass the folder that holds the runs)'
             if os.path.exists(os.path.join(workdir, 'results.json')) else '')
@@ -247,13 +250,16 @@ class Curve:
   seeds: list[int]
 
 
-def curves(runs) -> dict[str, Curve]:
+def curves(runs, field: str = 'accuracy') -> dict[str, Curve]:
+  """Per strategy, ``field`` (``accuracy`` or ``balanced``, percent) per labeled count over its
+  seeds; rounds without a value (older results) are left out."""
   out = {}
   for s, mine in runs_by_strategy(runs).items():
     per_count: dict[int, list[float]] = {}
     for r in mine:
-      for n, a in zip(r.labeled, r.accuracy):
-        per_count.setdefault(n, []).append(a)
+      for n, a in zip(r.labeled, getattr(r, field)):
+        if a is not None:
+          per_count.setdefault(n, []).append(a)
     counts = sorted(per_count)
     vals = [np.asarray(per_count[n], np.float64) for n in counts]
     out[s] = Curve(np.asarray(counts, np.int64), np.array([v.mean() for v in vals]),
@@ -586,6 +592,26 @@ def _config_summary(runs) -> tuple[str, list[str]]:
   return text, differ
 
 
+def _curve_table(cs: dict) -> list[str]:
+  """Markdown rows: one per labeled count, one column per strategy, mean ± std (n=k)."""
+  md = ['| labels | ' + ' | '.join(f'{s} ({_seeds(len(c.seeds))})' for s, c in cs.items()) + ' |',
+        '|---:|' + '---:|' * len(cs)]
+  for n in sorted({int(n) for c in cs.values() for n in c.labeled}):
+    cells = []
+    for c in cs.values():
+      hit = np.flatnonzero(c.labeled == n)
+      if not len(hit):
+        cells.append('-')
+        continue
+      i = hit[0]
+      cell = _fmt(c.mean[i]) + (f' ± {_fmt(c.std[i])}' if c.n[i] >= 2 else '')
+      if c.n[i] < len(c.seeds):
+        cell += f' (n={c.n[i]})'
+      cells.append(cell)
+    md.append(f'| {n} | ' + ' | '.join(cells) + ' |')
+  return md
+
+
 def build(workdir: str) -> tuple[str, dict]:
   """The report's markdown text and its figures' data (no files written)."""
   runs = load_runs(workdir)
@@ -603,24 +629,17 @@ def build(workdir: str) -> tuple[str, dict]:
   md += ['## Test accuracy', '',
          'Test accuracy (%), mean ± std over seeds; std is the sample standard deviation '
          '(numpy `ddof=1`) of the per-seed accuracies, left out where there is one seed. `(n=k)` '
-         "marks a count that only k of the strategy's seeds have reached.", '',
-         '| labels | ' + ' | '.join(f'{s} ({_seeds(len(c.seeds))})' for s, c in cs.items()) + ' |',
-         '|---:|' + '---:|' * len(cs)]
-  all_counts = sorted({int(n) for c in cs.values() for n in c.labeled})
-  for n in all_counts:
-    cells = []
-    for c in cs.values():
-      hit = np.flatnonzero(c.labeled == n)
-      if not len(hit):
-        cells.append('-')
-        continue
-      i = hit[0]
-      cell = _fmt(c.mean[i]) + (f' ± {_fmt(c.std[i])}' if c.n[i] >= 2 else '')
-      if c.n[i] < len(c.seeds):
-        cell += f' (n={c.n[i]})'
-      cells.append(cell)
-    md.append(f'| {n} | ' + ' | '.join(cells) + ' |')
+         "marks a count that only k of the strategy's seeds have reached.", '']
+  md += _curve_table(cs)
   md += ['', '![learning curves: mean ± std over seeds](learning_curves.png)', '']
+  balanced = {s: c for s, c in curves(runs, 'balanced').items() if len(c.labeled)}
+  if balanced:
+    md += ['## Balanced accuracy', '',
+           'The mean over classes of each class\'s test accuracy (%) (`balanced_accuracy` in '
+           'results.json; per-class values are in `class_accuracy`), mean ± sample std over '
+           'seeds. It differs from test accuracy when the test split is imbalanced or the model '
+           'neglects classes (e.g. after training on `dataset.imbalance` > 1).', '']
+    md += _curve_table(balanced) + ['']
   md += _aulc_section(runs)
 
   # -- labels saved

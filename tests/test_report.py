@@ -16,7 +16,7 @@ COUNTS = (100, 200, 300)
 
 
 def write_run(workdir, strategy, seed, accuracies, counts=COUNTS, name=None, seconds=None,
-              **config):
+              balanced=None, **config):
   """A results.json as jaxdisp.main writes it (accuracies are fractions, one per round;
   ``seconds``: one (train, score, select) per round)."""
   cfg = {'seed': seed, 'strategy': strategy,
@@ -32,6 +32,8 @@ def write_run(workdir, strategy, seed, accuracies, counts=COUNTS, name=None, sec
          'rounds': [{'round': r, 'num_labeled': n, 'test_accuracy': a, 'selected': [],
                      'seconds': dict(zip(('train', 'score', 'select'), sec))}
                     for r, (n, a, sec) in enumerate(zip(counts, accuracies, seconds))]}
+  for r, b in zip(doc['rounds'], balanced or ()):
+    r['balanced_accuracy'] = b
   run_dir = os.path.join(workdir, name or f'{strategy}-seed{seed}')
   os.makedirs(run_dir, exist_ok=True)
   with open(os.path.join(run_dir, 'results.json'), 'w') as f:
@@ -609,3 +611,16 @@ def test_sweep_end_to_end_then_skips_finished_runs(tmp_path, capsys, monkeypatch
   assert sweep.main(args) == 0
   out = capsys.readouterr().out
   assert out.count('already finished') == 2
+
+
+def test_balanced_accuracy_table(tmp_path):
+  write_run(tmp_path, 'dispersion', 0, [0.5, 0.6, 0.7], balanced=[0.4, 0.5, 0.6])
+  write_run(tmp_path, 'dispersion', 1, [0.5, 0.6, 0.7], balanced=[0.2, 0.3, 0.4])
+  write_run(tmp_path, 'random', 0, [0.5, 0.6, 0.7])  # an older results.json: no balanced values
+  text = open(report.write_report(str(tmp_path))).read()
+  assert '## Balanced accuracy' in text
+  header, body = md_table(text.split('## Balanced accuracy')[1], 'labels')
+  # mean of 40 and 20 = 30, sample std = sqrt(200) = 14.14; random has no values: no column
+  assert header == ['labels', 'dispersion (2 seeds)']
+  assert body[0] == [str(COUNTS[0]), '30.00 ± 14.14']
+  assert body[2] == [str(COUNTS[2]), '50.00 ± 14.14']
