@@ -62,6 +62,12 @@ def _parse_flags(argv):
     msg = ' '.join(str(e).split()) or type(e).__name__
     if isinstance(e, (AttributeError, KeyError)):
       msg = f'unknown config key {msg.strip(chr(34) + chr(39))!r} (see jaxdisp/config_lib.py)'
+    elif 'as a ConfigDict' in msg:  # --config.oracle=files: a group, not a value
+      from jaxdisp import config_lib  # pylint: disable=g-import-not-at-top
+      group = msg.split('=', 1)[0].removeprefix('flag ')
+      keys = [k for k in config_lib.flatten(config_lib.base_config())
+              if k.startswith(group.removeprefix('--config.') + '.')]
+      msg = f'{group} is a group of keys: set one of them ({", ".join(keys)})'
     fail(msg)
 
 

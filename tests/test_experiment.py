@@ -103,6 +103,7 @@ def test_same_seed_selects_the_same_ids_and_another_seed_does_not(tmp_path):
     ('--config.dataset.source=tfds', 'not prepared'),
     ('--config.train.nosuchkey=1', "unknown config key 'nosuchkey'"),
     ('--config.train.epochs=abc', 'invalid literal'),
+    ('--config.oracle=files', 'oracle is a group of keys: set one of them (oracle.kind, '),
     ('--config.checkpoint.dir=/dev/null/ck', 'cannot use the checkpoint folder /dev/null/ck'),
     ('--config.dispersion.record_every=5 --config.train.epochs=2',  # issue 17: 1 recorded epoch
      'strategy=dispersion would record the pool\'s predictions in 1 epoch(s)'),
