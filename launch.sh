@@ -14,7 +14,8 @@
 #
 # Design notes:
 # - setup copies this working tree (a tarball of the repo, without .git, workdirs/ and caches)
-#   to ~/jaxdisp on every worker and runs `pip install -e . "jax[tpu]"` there, in a venv
+#   to ~/jaxdisp on every worker and runs `pip install -e ".[tfds]" "jax[tpu]"` there (tfds: the
+#   documented runs read a prepared tfds dataset from the bucket), in a venv
 #   (~/jaxdisp-venv, Python 3.11 via uv: jax needs Python >= 3.11, the TPU runtimes ship 3.10).
 #   Copying, rather than cloning from git, also ships uncommitted changes and needs no access to
 #   the repository from the TPU VM.
@@ -41,7 +42,7 @@ Commands:
                  type); arguments after `--` go to `gcloud compute tpus tpu-vm create` as they are
                  (e.g. -- --network=my-net --service-account=sa@project.iam.gserviceaccount.com)
   setup          copy this working tree to ~/jaxdisp on every worker and install it there:
-                 `pip install -e . "jax[tpu]"` in ~/jaxdisp-venv (made with uv, Python
+                 `pip install -e ".[tfds]" "jax[tpu]"` in ~/jaxdisp-venv (made with uv, Python
                  $JAXDISP_TPU_PYTHON, default 3.11: jax needs >= 3.11, the TPU images have 3.10).
                  Rerun it after changing the code (it overwrites files, keeps workdirs).
   run --config FILE [--workdir DIR] [--config.key=value ...] [other jaxdisp.main flags]
@@ -270,7 +271,7 @@ cmd_setup() {
   remote+='; if [ ! -x "$HOME/jaxdisp-venv/bin/python" ]; then'
   remote+=' python3 -m pip install --user -q uv || python3 -m pip install --user -q --break-system-packages uv'
   remote+='; "$HOME/.local/bin/uv" venv -q --seed --python '"$(shquote "$PY_VERSION")"' "$HOME/jaxdisp-venv"; fi'
-  remote+='; cd "$HOME/jaxdisp"; "$HOME/jaxdisp-venv/bin/python" -m pip install -q -e . "jax[tpu]"'
+  remote+='; cd "$HOME/jaxdisp"; "$HOME/jaxdisp-venv/bin/python" -m pip install -q -e ".[tfds]" "jax[tpu]"'
   remote+='; "$HOME/jaxdisp-venv/bin/python" -c "import jax, jaxdisp; print(\"jaxdisp ready, jax\", jax.__version__)"'
   x tar -czf "$tgz" --exclude=.git --exclude=workdirs --exclude=__pycache__ --exclude='*.egg-info' \
     --exclude=.pytest_cache --exclude=.venv --exclude=venv -C "$repo" .

@@ -94,18 +94,21 @@ def measure_round(spec: dict, exp, reps: int = 2) -> dict:
           'selected_first': [int(i) for i in warm.selected(0)[:5]]}
 
 
-def measure_epochs(spec: dict, exp, reps: int = 3) -> dict:
+def measure_epochs(spec: dict, exp, reps: int = 3, train_only_exp=None) -> dict:
   """Per-epoch time of the real trainer without and with recording the pool's predictions.
 
   ``exp`` is the (dispersion) experiment; a second trainer with ``strategy='random'`` (no
-  recording) starts from the same initial state.
+  recording; ``train_only_exp``, else built from ``spec``) starts from the same initial state.
+  Only ``spec['labeled']`` and ``spec['pool']`` are read: the first ``labeled`` dataset ids are
+  trained on and the next ``pool`` ones recorded.
   """
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from jaxdisp import train  # pylint: disable=g-import-not-at-top
   fns = {}
   init = exp.steps.init(jax.random.PRNGKey(0))
-  for name, e in (('train_only', experiment(spec, 'random')), ('train_and_record', exp)):
+  other = train_only_exp if train_only_exp is not None else experiment(spec, 'random')
+  for name, e in (('train_only', other), ('train_and_record', exp)):
     steps = e.steps
     labeled, nl = train.index_buffer(np.arange(spec['labeled']), e.labeled_capacity, e.mesh)
     pool, npool = train.index_buffer(

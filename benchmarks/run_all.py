@@ -149,10 +149,15 @@ def summary_rows(results: dict, quick: bool = False) -> list[list]:
     if not r.get('measured'):
       add('torch_reference', 'speedup vs plain PyTorch', 'not measured (torch missing)', '', None)
     else:
-      add('torch_reference', 'pool-scoring speedup (torch / jaxdisp)', r['pool_scoring_speedup'],
-          '>= 1.0', r['pool_scoring_speedup'] >= 1.0)
+      add('torch_reference', 'pool-scoring speedup (torch DataLoader / jaxdisp)',
+          r['pool_scoring_speedup'], '>= 1.0', r['pool_scoring_speedup'] >= 1.0)
       add('', 'train speedup', r['train_speedup'], '', None)
       add('', 'whole-round speedup', r['round_speedup'], '(report)', None)
+      if r.get('batched_round_speedup') is not None:
+        add('', 'vs batched PyTorch: pool-scoring speedup', r['batched_pool_scoring_speedup'],
+            '(report)', None)
+        add('', '  train speedup', r['batched_train_speedup'], '', None)
+        add('', '  whole-round speedup', r['batched_round_speedup'], '(report)', None)
   return rows
 
 

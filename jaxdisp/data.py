@@ -12,7 +12,9 @@ Three sources (``config.dataset.source``):
   fingerprint of the file list, sizes and modification times, so an edited folder is decoded
   again; later runs memory-map the cache.
 * ``tfds`` -- any TensorFlow Datasets image-classification dataset already prepared in
-  ``dataset.data_dir`` (no downloads are attempted).
+  ``dataset.data_dir`` (no downloads are attempted). Needs ``pip install 'jaxdisp[tfds]'``
+  (tensorflow-datasets and TensorFlow, which tfds reads its files with); the other sources need
+  neither.
 
 Sample ids are positions in ``train_images``; ``train_ids`` names each one (relative file path
 for folders) so acquired labels can be traced back to files.
@@ -27,6 +29,7 @@ import concurrent.futures
 import dataclasses
 import errno
 import hashlib
+import importlib.util
 import os
 import shutil
 import stat
@@ -470,8 +473,10 @@ def from_tfds(name: str, data_dir: str = '', train_split: str = 'train',
           '--config.dataset.root=<dir with train/ and test/>')
   try:
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    raise DataError(f'tensorflow-datasets is not installed; {hint}') from e
+  except ImportError:
+    raise DataError("dataset.source=tfds needs tensorflow-datasets: pip install 'jaxdisp[tfds]' "
+                    '(or use --config.dataset.source=folder --config.dataset.root=<dir with '
+                    'train/ and test/>)') from None
   try:
     builder = tfds.builder(name, data_dir=data_dir or None)
   except Exception as e:  # pylint: disable=broad-except
@@ -479,6 +484,9 @@ def from_tfds(name: str, data_dir: str = '', train_split: str = 'train',
   if not builder.is_prepared():
     where = data_dir or getattr(builder, 'data_dir', '') or '~/tensorflow_datasets'
     raise DataError(f'tfds dataset {name!r} is not prepared in {where} and downloads are off; {hint}')
+  if importlib.util.find_spec('tensorflow') is None:  # tfds reads prepared tfrecords with tf.data
+    raise DataError(f"reading the prepared tfds dataset {name!r} needs TensorFlow: pip install "
+                    "'jaxdisp[tfds]'")
   features = builder.info.features
   keys = getattr(builder.info, 'supervised_keys', None) or ('image', 'label')
   image_key, label_key = keys[0], keys[1]

@@ -104,12 +104,11 @@ def summary(state) -> str:
 
 
 class Progress:
-  """Per-epoch TensorBoard scalars (clu metric writer) and periodic progress lines with ETA."""
+  """Per-epoch TensorBoard scalars (TF-free event files) and periodic progress lines with ETA."""
 
   def __init__(self, workdir: str, cfg, total_rounds: int, write: bool = True):
-    from clu import metric_writers  # imports TensorFlow: keep it off the import path of jaxdisp
-    self.writer = metric_writers.create_default_writer(
-        os.path.join(workdir, 'tensorboard'), just_logging=not write, asynchronous=True)
+    from jaxdisp import tensorboard_writer  # pylint: disable=g-import-not-at-top
+    self.writer = tensorboard_writer.create(os.path.join(workdir, 'tensorboard'), write)
     self.epochs, self.rounds = cfg.train.epochs, total_rounds
     self.interval = cfg.log.progress_seconds
     self.batch_size = cfg.train.batch_size

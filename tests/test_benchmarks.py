@@ -19,7 +19,8 @@ EXPECTED = {
     'compilations': {'compilations_round0', 'compilations_later_rounds',
                      'max_compilations_after_round0'},
     'device_scaling': {'devices', 'selected_ids_identical', 'max_accuracy_diff'},
-    'torch_reference': {'measured', 'pool_scoring_speedup', 'round_speedup'},
+    'torch_reference': {'measured', 'pool_scoring_speedup', 'round_speedup',
+                        'batched_pool_scoring_speedup', 'batched_round_speedup'},
 }
 
 
@@ -49,3 +50,55 @@ def test_run_all_quick_writes_every_result(tmp_path):
   assert [w['window'] for w in comp['windows']] == ['setup'] + [f'round {r}' for r in range(4)]
   with open(tmp_path / 'dispersion_kernel_quick.json') as f:
     assert json.load(f)['headline']['identical'] is True
+
+
+def test_accelerator_check_quick_writes_every_field(tmp_path):
+  """The accelerator check's tiny CPU version: the JSON a GPU/TPU run would write, every field."""
+  env = dict(os.environ)
+  env['XLA_FLAGS'] = ' '.join(f for f in env.get('XLA_FLAGS', '').split()
+                              if not f.startswith('--xla_force_host_platform_device_count'))
+  proc = subprocess.run([sys.executable, os.path.join(REPO, 'benchmarks', 'accelerator_check.py'),
+                         '--quick', '--out', str(tmp_path)], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  assert 'paper protocol projected on this device' in proc.stdout
+  with open(tmp_path / 'accelerator_check_quick.json') as f:
+    result = json.load(f)
+  assert result['benchmark'] == 'accelerator_check' and result['quick'] is True
+  assert {'kind', 'platform', 'peak_bf16_tflops', 'peak_source'} <= set(result['device'])
+  assert result['device']['peak_bf16_tflops'] is None  # a CPU has no entry in the peak table
+  model = result['model']
+  assert model['train_flops_per_image'] == 3 * model['forward_flops_per_image'] > 0
+  assert model['xla_flops_per_image']['forward'] > 0
+  cases = result['throughput']
+  assert [c['dtype'] for c in cases] == ['bfloat16', 'float32']
+  for c in cases:
+    assert c['status'] == 'measured' and c['train_images_per_s'] > 0 and c['pool_images_per_s'] > 0
+    assert {'train_mfu', 'pool_mfu', 'batch', 'setup_and_compile_s'} <= set(c)
+  r = result['round']
+  assert r['compilations_in_timed_round'] == 0
+  assert r['seconds_per_epoch']['train'] > 0 and r['seconds_per_epoch']['record'] >= 0
+  assert {'round_wall_s', 'first_round_s', 'rest_per_round_s', 'train_mfu', 'record_mfu',
+          'same_selection_as_warmup_round'} <= set(r)
+  proj = result['protocol_projection']
+  assert proj['labeled_sizes'] == [5000, 7500, 10000, 12500, 15000, 17500]
+  assert proj['epochs_per_round'] == 100 and proj['total_s'] > 0
+  assert {'device_kind', 'train_images_per_s', 'pool_images_per_s', 'train_mfu', 'pool_mfu',
+          'round_seconds_per_epoch_train', 'round_seconds_per_epoch_record',
+          'protocol_hours'} <= set(result['headline'])
+
+
+def test_resnet18_flop_count_matches_the_published_figure():
+  """0.555 G multiply-adds for the CIFAR ResNet18 (width 64, 32x32), i.e. 1.11 GFLOP forward."""
+  sys.path.insert(0, os.path.join(REPO, 'benchmarks'))
+  try:
+    import accelerator_check  # pylint: disable=g-import-not-at-top
+  finally:
+    sys.path.pop(0)
+  flops = accelerator_check.resnet18_forward_flops(64, 32, 10)
+  assert abs(flops / 2 - 0.5559e9) / 0.5559e9 < 0.01
+  assert accelerator_check.peak_tflops('NVIDIA H100 80GB HBM3') == 989.0
+  assert accelerator_check.peak_tflops('NVIDIA H100 PCIe') == 756.0
+  assert accelerator_check.peak_tflops('TPU v5 lite') == 197.0
+  assert accelerator_check.peak_tflops('TPU v4') == 275.0
+  assert accelerator_check.peak_tflops('cpu') is None

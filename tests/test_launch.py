@@ -225,7 +225,7 @@ def test_setup(env):
   assert '--worker=all' in ssh and '--zone=us-central2-b' in ssh
   remote = command_of(ssh)
   assert 'tar -xzf "$HOME/jaxdisp-src.tgz" -C "$HOME/jaxdisp"' in remote
-  assert '-m pip install -q -e . "jax[tpu]"' in remote
+  assert '-m pip install -q -e ".[tfds]" "jax[tpu]"' in remote
   assert not Path(scp[4]).exists()  # the local tarball is removed afterwards
 
 
@@ -454,7 +454,7 @@ def test_end_to_end_gcs_workdir(vm):
   assert not (home / 'jaxdisp-src.tgz').exists()
   pip = json.loads((home / 'python-calls.jsonl').read_text().splitlines()[0])
   assert pip == {'cwd': str(home / 'jaxdisp'),
-                 'args': ['-m', 'pip', 'install', '-q', '-e', '.', 'jax[tpu]']}
+                 'args': ['-m', 'pip', 'install', '-q', '-e', '.[tfds]', 'jax[tpu]']}
 
   run = [*TPU, 'run', '--config', 'configs/cifar10.py', '--workdir', 'gs://bkt/exp/c10',
          '--config.train.epochs=3', '--sync-every', '1']
