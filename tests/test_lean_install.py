@@ -26,7 +26,7 @@ def test_startup_does_not_import_tensorflow():
                         cwd=REPO, capture_output=True, text=True, timeout=120)
   assert '--config' in proc.stdout and '--workdir' in proc.stdout, proc.stderr[-2000:]
   mods = imported_modules(proc.stderr)
-  assert 'jaxdisp.preemption' in mods  # imported by jaxdisp.main (run as __main__)
+  assert 'jaxdisp.errors' in mods  # imported by jaxdisp.main (run as __main__)
   heavy = sorted(m for m in mods if m.split('.')[0] in ('tensorflow', 'tensorflow_datasets',
                                                         'clu', 'tensorboard'))
   assert not heavy, heavy
