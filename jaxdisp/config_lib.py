@@ -234,7 +234,6 @@ def validate(cfg) -> None:
   check(0 <= d.record_from_epoch < t.epochs,
         f'dispersion.record_from_epoch={d.record_from_epoch} must be in [0, train.epochs={t.epochs})')
   check(d.mode_last_k >= 0, f'dispersion.mode_last_k={d.mode_last_k} must be >= 0 (0 = all)')
-  _check_recording(cfg)
   check(d.denominator in ('T', 'T+1'), f"dispersion.denominator={d.denominator!r} must be 'T' or 'T+1'")
   check(d.tie_break in ('random', 'entropy', 'margin'),
         f"dispersion.tie_break={d.tie_break!r} must be 'random', 'entropy' or 'margin'")
@@ -242,17 +241,19 @@ def validate(cfg) -> None:
   check(cfg.checkpoint.every_epochs > 0,
         f'checkpoint.every_epochs={cfg.checkpoint.every_epochs} must be positive')
   strategies.get(cfg.strategy).check_config(cfg)  # what the strategy itself needs
+  _check_recording(cfg)  # what its per-epoch records need
 
 
 def recorded_epochs(cfg) -> int:
   """Epochs whose pool predictions enter the history (``T``; 0 when no history is kept).
 
-  Mirrors ``train.Recording``: the history is kept for ``strategy=dispersion`` or
-  ``dispersion.record_always``, one row per epoch in
-  ``range(record_from_epoch, train.epochs, record_every)``.
+  Mirrors ``train.Recording``: the history is kept for strategies that record the pool
+  (``Strategy.records``, e.g. dispersion) or with ``dispersion.record_always``, one row per epoch
+  in ``range(record_from_epoch, train.epochs, record_every)``.
   """
+  from jaxdisp import strategies  # pylint: disable=g-import-not-at-top
   d = cfg.dispersion
-  if not (cfg.strategy == 'dispersion' or d.record_always):
+  if not (strategies.get(cfg.strategy).records or d.record_always):
     return 0
   return len(range(d.record_from_epoch, cfg.train.epochs, max(d.record_every, 1)))
 
@@ -260,16 +261,17 @@ def recorded_epochs(cfg) -> int:
 def _check_recording(cfg) -> None:
   """Label dispersion needs >= 2 recorded epochs (with one, every sample scores the same and the
   query is the tie-break order), and ``mode_last_k`` can only look at epochs that are recorded."""
-  if cfg.strategy != 'dispersion':
+  from jaxdisp import strategies  # pylint: disable=g-import-not-at-top
+  if 'labels' not in strategies.get(cfg.strategy).records:  # no prediction history needed
     return
   d, t = cfg.dispersion, recorded_epochs(cfg)
   how = (f'train.epochs={cfg.train.epochs}, dispersion.record_from_epoch={d.record_from_epoch}, '
          f'dispersion.record_every={d.record_every}')
   if t < 2:
-    raise ConfigError(f'strategy=dispersion would record the pool\'s predictions in {t} epoch(s) '
-                      f'({how}); label dispersion needs at least 2 (with 1, every sample scores '
-                      'the same): lower dispersion.record_every or record_from_epoch, or raise '
-                      'train.epochs')
+    raise ConfigError(f'strategy={cfg.strategy} would record the pool\'s predictions in {t} '
+                      f'epoch(s) ({how}); label dispersion needs at least 2 (with 1, every sample '
+                      'scores the same): lower dispersion.record_every or record_from_epoch, or '
+                      'raise train.epochs')
   if d.mode_last_k > t:
     raise ConfigError(f'dispersion.mode_last_k={d.mode_last_k} exceeds the {t} recorded epochs '
                       f'({how}): lower it (0 = all recorded epochs)')

@@ -153,9 +153,10 @@ def test_recorded_epochs_counts_the_history_rows_the_trainer_allocates(epochs, s
                'dispersion.record_every': every}
   for strategy, always in (('dispersion', False), ('entropy', False), ('entropy', True)):
     cfg = tiny_config(strategy=strategy, **{'dispersion.record_always': always, **overrides})
-    rows = train.Recording.from_config(cfg).num_rows
+    recording = train.Recording.from_config(cfg, enabled=strategy == 'dispersion' or always)
+    rows = recording.num_rows
     assert config_lib.recorded_epochs(cfg) == rows
-    assert rows == sum(train.Recording.from_config(cfg).slot(e)[1] for e in range(epochs)) * (
+    assert rows == sum(recording.slot(e)[1] for e in range(epochs)) * (
         strategy == 'dispersion' or always)
   # Baselines keep no (or an optional) history: a short one is no reason to refuse them.
   config_lib.validate(tiny_config(strategy='entropy', **overrides))
