@@ -65,7 +65,7 @@ class ALState:
 
 
 def initial_state(seed: int, num_train: int, initial_size: int, rounds: int,
-                  num_classes: int = 0) -> ALState:
+                  num_classes: int = 1) -> ALState:
   """Round 0: a keyed uniformly random initial labeled set."""
   key = jax.random.PRNGKey(seed)
   perm = np.asarray(jax.random.permutation(jax.random.fold_in(key, 10**6), num_train))
@@ -79,7 +79,7 @@ def initial_state(seed: int, num_train: int, initial_size: int, rounds: int,
       num_labeled=np.zeros(rounds + 1, np.int32),
       test_accuracy=np.full(rounds + 1, np.nan, np.float32),
       seconds=np.zeros((rounds + 1, 3), np.float32),
-      class_accuracy=np.full((rounds + 1, num_classes), np.nan, np.float32))
+      class_accuracy=np.full((rounds + 1, max(num_classes, 1)), np.nan, np.float32))
 
 
 def is_finished(state: ALState, cfg) -> bool:
