@@ -247,3 +247,33 @@ def ceiling_seconds(spec: dict, ceil: dict) -> dict:
   pool = spec['epochs'] * spec['pool'] / spec['eval_batch'] * ceil['forward_chunk_s']
   test = spec['test'] / spec['eval_batch'] * ceil['forward_chunk_s']
   return {'train': train, 'pool_scoring': pool, 'test_eval': test, 'total': train + pool + test}
+
+
+def trainer_functions(cfg, dataset, labeled_ids, pool_ids):
+  """``(train_epoch, pool_pass, state_box)`` of the real trainer on one device: one epoch over
+  ``labeled_ids`` (no recording), and one eval-mode pool pass (probabilities) over ``pool_ids``.
+  Each returns something to block on. Weights are random, made on the host (no compiled init).
+  """
+  import functools  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  from jaxdisp import input_pipeline, parallel, strategies, train  # pylint: disable=g-import-not-at-top
+  mesh = parallel.make_mesh(1)
+  setup = train.make_setup(cfg, mesh, dataset.image_shape, dataset.num_classes, record=False)
+  steps_fns = train.compile_steps(setup)
+  data = input_pipeline.put_data(dataset, mesh)
+  labeled, nl = train.index_buffer(
+      labeled_ids, train.labeled_capacity(len(labeled_ids), cfg.train.batch_size), mesh)
+  pool, npool = train.index_buffer(pool_ids, train.pool_capacity(setup, len(pool_ids)), mesh)
+  box = {'state': random_train_state(setup), 'history': steps_fns.empty_history(pool.shape[0])}
+  outputs = jax.jit(functools.partial(strategies.pool_outputs, setup, None),
+                    static_argnames=('outputs',))
+
+  def train_epoch():
+    box['state'], box['history'], metrics = steps_fns.train_epoch(
+        box['state'], box['history'], data, labeled, nl, pool, npool, jax.random.PRNGKey(1))
+    return box['state'], metrics
+
+  def pool_pass():
+    return outputs(box['state'], data, pool, npool, jax.random.PRNGKey(2), outputs=('probs',))
+
+  return train_epoch, pool_pass, box

@@ -119,33 +119,11 @@ def trainer_functions(cfg, dataset, steps: int, chunks: int):
   """``(train_epoch, pool_pass)``: one epoch of ``steps`` optimizer steps of the real trainer
   (no recording), and one pool-scoring pass over ``chunks`` chunks; each returns something to
   block on. Weights are random (made on the host, no compiled init)."""
-  import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  import functools  # pylint: disable=g-import-not-at-top
-  from jaxdisp import input_pipeline, parallel, strategies, train  # pylint: disable=g-import-not-at-top
-  mesh = parallel.make_mesh(1)
-  setup = train.make_setup(cfg, mesh, dataset.image_shape, dataset.num_classes, record=False)
-  steps_fns = train.compile_steps(setup)
-  data = input_pipeline.put_data(dataset, mesh)
   n, b = dataset.num_train, cfg.train.batch_size
-  labeled, nl = train.index_buffer(np.arange(steps * b) % n,
-                                   train.labeled_capacity(steps * b, b), mesh)
-  pool, npool = train.index_buffer((np.arange(chunks * cfg.train.eval_batch_size) + 7) % n,
-                                   train.pool_capacity(setup, chunks * cfg.train.eval_batch_size),
-                                   mesh)
-  box = {'state': _rounds.random_train_state(setup),
-         'history': steps_fns.empty_history(pool.shape[0])}
-  outputs = jax.jit(functools.partial(strategies.pool_outputs, setup, None),
-                    static_argnames=('outputs',))
-
-  def train_epoch():
-    box['state'], box['history'], metrics = steps_fns.train_epoch(
-        box['state'], box['history'], data, labeled, nl, pool, npool, jax.random.PRNGKey(1))
-    return box['state'], metrics
-
-  def pool_pass():
-    return outputs(box['state'], data, pool, npool, jax.random.PRNGKey(2), outputs=('probs',))
-
+  eval_rows = chunks * cfg.train.eval_batch_size
+  train_epoch, pool_pass, _ = _rounds.trainer_functions(
+      cfg, dataset, np.arange(steps * b) % n, (np.arange(eval_rows) + 7) % n)
   return train_epoch, pool_pass
 
 

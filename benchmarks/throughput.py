@@ -30,7 +30,6 @@ Timings are medians of interleaved repetitions after a warm-up (compilation excl
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 import time
@@ -54,36 +53,17 @@ IMAGE_SIZE = 32
 
 def measure_case(ds, model_name: str, width: int, batch: int, steps: int, chunks: int,
                  reps: int) -> dict:
-  import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from jaxdisp import input_pipeline, parallel, strategies, train  # pylint: disable=g-import-not-at-top
+  from jaxdisp import parallel, train  # pylint: disable=g-import-not-at-top
   spec = dict(model=model_name, width=width, image_size=IMAGE_SIZE, batch=batch,
               eval_batch=batch, labeled=steps * batch, pool=chunks * batch, test=batch,
               epochs=1000, num_classes=ds.num_classes)
   cfg = _rounds.config(spec, strategy='random')
   mesh = parallel.make_mesh(1)
   t0 = time.perf_counter()
-  setup = train.make_setup(cfg, mesh, ds.image_shape, ds.num_classes, record=False)
-  steps_fns = train.compile_steps(setup)
-  data = input_pipeline.put_data(ds, mesh)
   n = ds.num_train
-  labeled, nl = train.index_buffer(np.arange(steps * batch) % n,
-                                   train.labeled_capacity(steps * batch, batch), mesh)
-  pool, npool = train.index_buffer((np.arange(chunks * batch) + 7) % n,
-                                   train.pool_capacity(setup, chunks * batch), mesh)
-  box = {'state': _rounds.random_train_state(setup),
-         'history': steps_fns.empty_history(pool.shape[0])}
-  pool_outputs = jax.jit(functools.partial(strategies.pool_outputs, setup, None),
-                         static_argnames=('outputs',))
-
-  def train_epoch():
-    box['state'], box['history'], metrics = steps_fns.train_epoch(
-        box['state'], box['history'], data, labeled, nl, pool, npool, jax.random.PRNGKey(1))
-    return box['state'], metrics
-
-  def pool_pass():
-    return pool_outputs(box['state'], data, pool, npool, jax.random.PRNGKey(2),
-                        outputs=('probs',))
+  train_epoch, pool_pass, box = _rounds.trainer_functions(
+      cfg, ds, np.arange(steps * batch) % n, (np.arange(chunks * batch) + 7) % n)
 
   ceil = _rounds.ceiling_fns(spec, _rounds.variables_of(box['state']), steps, chunks)
   _common.block(ceil['train']())  # compile outside the timed loop

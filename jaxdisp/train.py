@@ -72,7 +72,9 @@ class EpochMetrics:
   first_bad_step: Array
 
   def to_host(self) -> dict:
-    return {f.name: getattr(self, f.name).item() for f in dataclasses.fields(self)}
+    """Every metric as a Python number, in one device-to-host transfer."""
+    host = jax.device_get(self)
+    return {f.name: getattr(host, f.name).item() for f in dataclasses.fields(self)}
 
 
 @dataclasses.dataclass(frozen=True)
