@@ -67,7 +67,7 @@ def main(argv=None):
   p.add_argument('--quick', action='store_true', help='tiny config, one seed (smoke test)')
   args = p.parse_args(argv)
 
-  from jaxdisp import experiment, strategies as registry  # pylint: disable=g-import-not-at-top
+  from jaxdisp import experiment, strategies as registry, sweep  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
 
   overrides = parse_set(args.set)
@@ -77,12 +77,12 @@ def main(argv=None):
   strategies = args.strategies.split(',')
   name = 'compare_strategies_quick' if args.quick else 'compare_strategies'
   runs_dir = os.path.join(args.out, 'runs', name)  # git-ignored: checkpoints live here
+  for strategy in strategies:  # one network for every strategy (no dropout for BALD alone)
+    sweep.check_one_model(registry.get(strategy), load_config(args.config, overrides))
   table = {}
   for strategy in strategies:
     for seed in seeds:
-      cfg = load_config(args.config, {**overrides, 'strategy': strategy, 'seed': seed,
-                                      **({'model.dropout': 0.3}
-                                         if registry.get(strategy).needs_dropout else {})})
+      cfg = load_config(args.config, {**overrides, 'strategy': strategy, 'seed': seed})
       workdir = os.path.join(runs_dir, f'{strategy}-seed{seed}')
       t0 = time.perf_counter()
       state = experiment.run(cfg, workdir)

@@ -60,7 +60,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.name = 'resnet18'  # resnet18 | small_cnn
   c.model.width = 64  # channels of the first stage
   c.model.dtype = 'float32'  # compute dtype; bfloat16 on TPU/GPU, params stay float32
-  c.model.dropout = 0.0  # before the classifier; bald needs > 0
+  c.model.dropout = 0.0  # dropout rate (where: dropout_layers); bald needs > 0
+  # Where the dropout layers are: 'head' = before the classifier only (BALD's Monte-Carlo passes
+  # are cheap head passes over features computed once); 'network' = also after every backbone
+  # stage / block but the last (Monte-Carlo dropout through the whole network: BALD makes
+  # bald.mc_samples full forward passes). Needs dropout > 0. The default keeps the models, and
+  # every result, of before this key existed.
+  c.model.dropout_layers = 'head'
 
   c.train = ml_collections.ConfigDict()
   c.train.epochs = 100
@@ -94,7 +100,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.dispersion.record_always = False  # also record the history for baseline strategies
 
   c.bald = ml_collections.ConfigDict()
-  c.bald.mc_samples = 10  # Monte-Carlo dropout passes (over the head)
+  c.bald.mc_samples = 10  # Monte-Carlo dropout passes (head or network: model.dropout_layers)
+
+  c.badge = ml_collections.ConfigDict()
+  # k-means++ seeding's first center: 'max_norm' = the largest gradient embedding (the authors'
+  # code), 'random' = uniformly random over the pool (standard k-means++). Later centers are
+  # always drawn with probability proportional to D^2.
+  c.badge.first_center = 'max_norm'
 
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every_epochs = 5  # in-round training checkpoint interval
@@ -210,6 +222,11 @@ def validate(cfg) -> None:
   check(cfg.num_devices >= 0, f'num_devices={cfg.num_devices} must be >= 0 (0 = all)')
   check(cfg.model.width > 0, f'model.width={cfg.model.width} must be positive')
   check(0.0 <= cfg.model.dropout < 1.0, f'model.dropout={cfg.model.dropout} must be in [0, 1)')
+  check(cfg.model.dropout_layers in ('head', 'network'),
+        f"model.dropout_layers={cfg.model.dropout_layers!r} must be 'head' or 'network'")
+  check(cfg.model.dropout_layers == 'head' or cfg.model.dropout > 0,
+        f"model.dropout_layers='network' needs model.dropout > 0 (got {cfg.model.dropout}): set "
+        '--config.model.dropout to e.g. 0.3')
   t = cfg.train
   check(t.epochs > 0, f'train.epochs={t.epochs} must be positive')
   check(t.batch_size > 0, f'train.batch_size={t.batch_size} must be positive')
@@ -238,6 +255,8 @@ def validate(cfg) -> None:
   check(d.tie_break in ('random', 'entropy', 'margin'),
         f"dispersion.tie_break={d.tie_break!r} must be 'random', 'entropy' or 'margin'")
   check(cfg.bald.mc_samples >= 2, f'bald.mc_samples={cfg.bald.mc_samples} must be >= 2')
+  check(cfg.badge.first_center in ('max_norm', 'random'),
+        f"badge.first_center={cfg.badge.first_center!r} must be 'max_norm' or 'random'")
   check(cfg.checkpoint.every_epochs > 0,
         f'checkpoint.every_epochs={cfg.checkpoint.every_epochs} must be positive')
   strategies.get(cfg.strategy).check_config(cfg)  # what the strategy itself needs

@@ -2,8 +2,13 @@
 
 Both are Flax Linen modules split into a ``backbone`` (image -> penultimate features) and a
 ``head`` (features -> logits, with optional dropout), so acquisition functions can reuse the
-features: k-center greedy (coreset) works on them and BALD runs its Monte-Carlo dropout passes on
-the head only, which costs a matrix product instead of a forward pass per sample.
+features: k-center greedy (coreset) and BADGE work on them, and with ``model.dropout_layers =
+'head'`` BALD runs its Monte-Carlo dropout passes on the head only (a matrix product instead of a
+forward pass per sample). ``model.dropout_layers = 'network'`` also puts dropout (the same rate)
+after every backbone stage but the last -- each ResNet stage, each small-CNN block -- whose
+output goes straight into the head's dropout; BALD then makes full forward passes with dropout
+on and BatchNorm in eval mode (:meth:`Classifier.mc_logits`). With ``'head'`` the backbone has no
+dropout layer at all, so those models are exactly what they were before the option existed.
 
 BatchNorm takes an optional per-sample ``mask`` so the last, partly padded batch of an epoch
 normalises over its real samples only (the same statistics as PyTorch's ``drop_last=False``).
@@ -57,9 +62,13 @@ class ResNetBackbone(nn.Module):
   stage_sizes: Sequence[int] = (2, 2, 2, 2)
   width: int = 64
   dtype: Any = jnp.float32
+  dropout: float = 0.0  # after every stage but the last (model.dropout_layers='network')
 
   @nn.compact
-  def __call__(self, x: Array, *, train: bool, mask: Array | None = None) -> Array:
+  def __call__(self, x: Array, *, train: bool, mask: Array | None = None,
+               stochastic: bool | None = None) -> Array:
+    """``stochastic``: dropout on (default: ``train``); BatchNorm follows ``train`` only."""
+    stochastic = train if stochastic is None else stochastic
     conv = functools.partial(nn.Conv, use_bias=False, padding='SAME', kernel_init=conv_init,
                              dtype=self.dtype)
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
@@ -70,6 +79,8 @@ class ResNetBackbone(nn.Module):
       for block in range(num_blocks):
         strides = 2 if stage > 0 and block == 0 else 1
         x = BasicBlock(self.width * 2**stage, strides, conv, norm)(x, mask)
+      if self.dropout > 0 and stage < len(self.stage_sizes) - 1:
+        x = nn.Dropout(self.dropout, deterministic=not stochastic)(x)
     return jnp.mean(x, axis=(1, 2))  # global average pool (= 4x4 avg-pool on 32x32 inputs)
 
 
@@ -77,9 +88,13 @@ class SmallCNNBackbone(nn.Module):
   """Three conv-BN-ReLU stages (widths w, 2w, 4w) with pooling: fast, for tests and demos."""
   width: int = 32
   dtype: Any = jnp.float32
+  dropout: float = 0.0  # after every block but the last (model.dropout_layers='network')
 
   @nn.compact
-  def __call__(self, x: Array, *, train: bool, mask: Array | None = None) -> Array:
+  def __call__(self, x: Array, *, train: bool, mask: Array | None = None,
+               stochastic: bool | None = None) -> Array:
+    """``stochastic``: dropout on (default: ``train``); BatchNorm follows ``train`` only."""
+    stochastic = train if stochastic is None else stochastic
     for i in range(3):
       x = nn.Conv(self.width * 2**i, (3, 3), use_bias=False, kernel_init=conv_init,
                   dtype=self.dtype)(x)
@@ -88,6 +103,8 @@ class SmallCNNBackbone(nn.Module):
       x = nn.relu(x)
       if i < 2:
         x = nn.max_pool(x, (2, 2), (2, 2))
+        if self.dropout > 0:
+          x = nn.Dropout(self.dropout, deterministic=not stochastic)(x)
     return jnp.mean(x, axis=(1, 2))
 
 
@@ -119,8 +136,14 @@ class Classifier(nn.Module):
   def classify(self, features: Array, *, deterministic: bool = True) -> Array:
     return self.head(features, deterministic=deterministic)
 
+  def mc_logits(self, x: Array) -> Array:
+    """One Monte-Carlo dropout pass of the whole network: every dropout layer on (needs a
+    ``'dropout'`` rng), BatchNorm in eval mode (running averages, nothing updated)."""
+    return self.head(self.backbone(x, train=False, stochastic=True), deterministic=False)
+
 
 MODELS = ('resnet18', 'small_cnn')
+DROPOUT_LAYERS = ('head', 'network')  # model.dropout_layers
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 
@@ -129,10 +152,15 @@ def create_model(model_cfg, num_classes: int) -> Classifier:
   if model_cfg.dtype not in DTYPES:
     raise ConfigError(f'model.dtype={model_cfg.dtype!r} is not one of {sorted(DTYPES)}')
   dtype = DTYPES[model_cfg.dtype]
+  if model_cfg.dropout_layers not in DROPOUT_LAYERS:
+    raise ConfigError(f'model.dropout_layers={model_cfg.dropout_layers!r} is not one of '
+                      f'{list(DROPOUT_LAYERS)}')
+  # 'head': the backbone gets no dropout layer (the models, and results, of before the option).
+  rate = model_cfg.dropout if model_cfg.dropout_layers == 'network' else 0.0
   if model_cfg.name == 'resnet18':
-    backbone = ResNetBackbone(width=model_cfg.width, dtype=dtype)
+    backbone = ResNetBackbone(width=model_cfg.width, dtype=dtype, dropout=rate)
   elif model_cfg.name == 'small_cnn':
-    backbone = SmallCNNBackbone(width=model_cfg.width, dtype=dtype)
+    backbone = SmallCNNBackbone(width=model_cfg.width, dtype=dtype, dropout=rate)
   else:
     raise ConfigError(f'model.name={model_cfg.name!r} is not one of {list(MODELS)}')
   return Classifier(backbone=backbone,

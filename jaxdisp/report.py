@@ -46,6 +46,10 @@ least uncertain, and a score that is NaN everywhere (dispersion of a run without
 history) is left out. Per run, then mean ± sample std over the runs of a strategy that have
 the file.
 
+**One network per table.** Runs whose ``model.*`` keys differ (e.g. dropout for BALD only) are
+refused with one line naming the keys, unless ``--allow-mixed-models``; the report then warns
+that the comparison mixes protocols, listing them.
+
 All files are written atomically (temporary file + ``os.replace``). A bad input prints one
 ``error: ...`` line and exits with status 2.
 """
@@ -72,7 +76,7 @@ SCORES = (('dispersion', 'dispersion', True), ('margin', 'margin', False),
           ('entropy', 'entropy', True), ('BALD', 'bald', True))
 # config keys that may differ between the runs of one report without a warning, beyond the
 # result-neutral ones (config_lib.NON_RESULT_KEYS)
-_PER_RUN_KEYS = ('strategy', 'seed', 'model.dropout')
+_PER_RUN_KEYS = ('strategy', 'seed')
 _REQUIRED_DIAG = ('ids', 'dispersion', 'margin', 'entropy', 'correct')
 
 
@@ -124,6 +128,31 @@ def load_runs(workdir: str) -> list[Run]:
             if os.path.exists(os.path.join(workdir, 'results.json')) else '')
     raise ReportError(f'no {os.path.join(workdir, "*", "results.json")} found{hint}')
   return sorted(runs, key=lambda r: (_strategy_rank(r.strategy), r.seed))
+
+
+def check_one_model(runs, allow_mixed: bool = False) -> list[str]:
+  """The ``model.*`` keys whose values differ between ``runs`` (a key a run's config lacks --
+  written before the key existed -- counts as its default). Raises ReportError when any do,
+  unless ``allow_mixed``: a table of strategies run on different networks (say, dropout only
+  for BALD) compares networks as much as strategies."""
+  from jaxdisp.config_lib import base_config  # pylint: disable=g-import-not-at-top
+  defaults = {k: v for k, v in flatten(base_config()).items() if k.startswith('model.')}
+  values: dict = {}  # key -> {json value: [run names]}
+  for r in runs:
+    flat = {**defaults, **{k: v for k, v in flatten(r.config).items() if k.startswith('model.')}}
+    for k, v in flat.items():
+      values.setdefault(k, {}).setdefault(json.dumps(v, sort_keys=True, default=str),
+                                          []).append(r.name)
+  differ = sorted(k for k, by_value in values.items() if len(by_value) > 1)
+  if differ and not allow_mixed:
+    detail = '; '.join(
+        f'{k}: ' + ', '.join(f'{v} ({", ".join(names[:2])}{", ..." if len(names) > 2 else ""})'
+                             for v, names in values[k].items())
+        for k in differ)
+    raise ReportError(f'the runs use different models ({detail}): every strategy of one table '
+                      'needs the same model.* keys; rerun them with the same keys, or pass '
+                      '--allow-mixed-models')
+  return differ
 
 
 def _strategy_rank(s: str):
@@ -576,7 +605,9 @@ def plot_dispersion_hist(path: str, strategy: str, per_round: dict[int, list]) -
 
 
 def _config_summary(runs) -> tuple[str, list[str]]:
-  flat = [flatten(r.config) for r in runs]
+  from jaxdisp.config_lib import base_config  # pylint: disable=g-import-not-at-top
+  defaults = flatten(base_config())  # keys added after a run was made count as their default
+  flat = [{**defaults, **flatten(r.config)} for r in runs]
   keys = sorted(set().union(*flat))
   differ = [k for k in keys if not result_neutral(k, _PER_RUN_KEYS)
             and len({json.dumps(f.get(k), sort_keys=True, default=str) for f in flat}) > 1]
@@ -612,9 +643,10 @@ def _curve_table(cs: dict) -> list[str]:
   return md
 
 
-def build(workdir: str) -> tuple[str, dict]:
+def build(workdir: str, allow_mixed_models: bool = False) -> tuple[str, dict]:
   """The report's markdown text and its figures' data (no files written)."""
   runs = load_runs(workdir)
+  check_one_model(runs, allow_mixed_models)
   cs = curves(runs)
   setup, differ = _config_summary(runs)
   md = [f'# Active-learning report: `{os.path.basename(os.path.abspath(workdir))}`', '',
@@ -796,10 +828,10 @@ def _cost_section(runs) -> list[str]:
   return md + ['']
 
 
-def write_report(workdir: str, out: str | None = None) -> str:
+def write_report(workdir: str, out: str | None = None, allow_mixed_models: bool = False) -> str:
   """Writes report.md and the PNGs into ``out`` (default ``workdir/report``); returns report.md."""
   out = out or os.path.join(workdir, 'report')
-  text, figures = build(workdir)
+  text, figures = build(workdir, allow_mixed_models)
   os.makedirs(out, exist_ok=True)
   for name in os.listdir(out):  # temporaries of a report killed mid-write
     if re.fullmatch(r'\.(report\.md|learning_curves\.png|dispersion_hist_.*\.png)\..*\.tmp', name):
@@ -817,9 +849,11 @@ def main(argv=None) -> int:
   p = ArgumentParser(prog='python -m jaxdisp.report', description=__doc__.splitlines()[0])
   p.add_argument('workdir', help='folder holding one run per subfolder (<run>/results.json)')
   p.add_argument('--out', default=None, help='output folder (default: WORKDIR/report)')
+  p.add_argument('--allow-mixed-models', action='store_true',
+                 help='put runs with different model.* keys in one table (with a warning)')
   args = p.parse_args(argv)
   try:
-    path = write_report(args.workdir, args.out)
+    path = write_report(args.workdir, args.out, args.allow_mixed_models)
   except JaxdispError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2

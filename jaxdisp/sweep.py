@@ -9,10 +9,15 @@ Experiment (strategy s, seed i) lives in ``WORKDIR/<s>-seed<i>/`` and is exactly
 WORKDIR/<s>-seed<i>`` would run (same outputs, same resumption). Runs go seed by seed (every
 strategy of seed 0 first), so an interrupted sweep already has comparable runs. Rerunning the
 command skips finished runs -- without loading any data when ``results.json`` is complete and
-holds the same config -- and resumes an unfinished one where it stopped. A strategy that needs
-Monte-Carlo dropout (``Strategy.needs_dropout``: ``bald``) gets ``model.dropout=0.3`` when the
-config has no dropout; the other strategies keep the config's dropout. At the end it writes the report (``jaxdisp.report``) into
-``WORKDIR/report/``.
+holds the same config -- and resumes an unfinished one where it stopped. At the end it writes
+the report (``jaxdisp.report``) into ``WORKDIR/report/``.
+
+One network for every strategy: all runs of a sweep share the config's ``model.*`` keys, so
+their curves differ by the strategy alone. A strategy that needs Monte-Carlo dropout
+(``Strategy.needs_dropout``: ``bald``) in a config without dropout is refused with one line
+asking for ``--config.model.dropout`` (which then applies to every strategy) rather than given a
+dropout layer the others lack; ``--config.model.dropout_layers=network`` makes it Monte-Carlo
+dropout through the whole network.
 
 Overrides: ``--set key=value`` or ``--config.key=value`` (repeatable, the same keys as
 ``jaxdisp.main``; values are parsed as the type of the key: ``True/False``, ints, floats, tuples
@@ -33,8 +38,6 @@ import time
 
 from jaxdisp.errors import ConfigError, JaxdispError, Preempted
 from jaxdisp.io_utils import ArgumentParser, quiet_libraries
-
-MC_DROPOUT = 0.3  # model.dropout given to strategies that need Monte-Carlo dropout
 
 
 def _parser() -> ArgumentParser:
@@ -163,8 +166,7 @@ def plan(get_config, strategies, seeds, overrides):
       apply_overrides(cfg, overrides)
       cfg.strategy, cfg.seed = strategy, seed
       try:
-        if registry.get(strategy).needs_dropout and cfg.model.dropout == 0:
-          cfg.model.dropout = MC_DROPOUT
+        check_one_model(registry.get(strategy), cfg)
       except ConfigError as e:
         raise ConfigError(f'--strategies: {e}') from None
       if cfg.oracle.kind != 'simulated':
@@ -177,6 +179,16 @@ def plan(get_config, strategies, seeds, overrides):
         raise ConfigError(f'{run_name(strategy, seed)}: {e}') from None
       runs.append((strategy, seed, cfg))
   return runs
+
+
+def check_one_model(strategy, cfg) -> None:
+  """Refuses a strategy that needs Monte-Carlo dropout in a config without dropout: the sweep
+  will not give it a network the other strategies of the comparison do not get."""
+  if strategy.needs_dropout and cfg.model.dropout <= 0:
+    raise ConfigError(f'strategy {strategy.name} needs Monte-Carlo dropout and every strategy of '
+                      'a sweep runs the same network: set --config.model.dropout=0.3 (for all '
+                      'of them; --config.model.dropout_layers=network for dropout through the '
+                      'whole network)')
 
 
 def finished_results(workdir: str, cfg) -> dict | None:

@@ -45,7 +45,7 @@ def _score(view):
 
 def test_registry_rules():
   assert strategies.builtin_names() == ('dispersion', 'random', 'entropy', 'margin',
-                                        'least_confidence', 'bald', 'coreset')
+                                        'least_confidence', 'bald', 'coreset', 'badge')
   with pytest.raises(ConfigError, match="strategy='nope' is not one of"):
     strategies.get('nope')
   with pytest.raises(ValueError, match='exactly one of score= or select='):

@@ -491,10 +491,42 @@ def test_report_without_diagnostics_says_so(sweep_dir):
 
 def test_report_warns_when_runs_use_different_protocols(tmp_path):
   write_run(tmp_path, 'random', 0, [0.5, 0.6, 0.7])
-  write_run(tmp_path, 'dispersion', 0, [0.5, 0.6, 0.7], train__epochs=20, model__dropout=0.3)
+  write_run(tmp_path, 'dispersion', 0, [0.5, 0.6, 0.7], train__epochs=20)
   text = open(report.write_report(str(tmp_path))).read()
   assert re.search(r'\*\*Warning\*\*: .*train\.epochs', text)
-  assert 'model.dropout' not in text.split('## Test accuracy')[0]
+  assert 'model.' not in text.split('## Test accuracy')[0]
+
+
+def test_report_refuses_runs_of_different_models_unless_told(tmp_path, capsys):
+  """One table, one network: dropout for BALD only is refused in one line naming the keys."""
+  write_run(tmp_path, 'random', 0, [0.5, 0.6, 0.7])
+  write_run(tmp_path, 'random', 1, [0.5, 0.6, 0.7])
+  write_run(tmp_path, 'bald', 0, [0.5, 0.6, 0.7], model__dropout=0.3,
+            model__dropout_layers='network')
+  assert report.main([str(tmp_path)]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err == ['error: the runs use different models (model.dropout: 0.0 (random-seed0, '
+                 'random-seed1), 0.3 (bald-seed0); model.dropout_layers: "head" (random-seed0, '
+                 'random-seed1), "network" (bald-seed0)): every strategy of one table needs the '
+                 'same model.* keys; rerun them with the same keys, or pass '
+                 '--allow-mixed-models']
+  assert not os.path.exists(tmp_path / 'report')
+  assert report.main([str(tmp_path), '--allow-mixed-models']) == 0
+  text = (tmp_path / 'report' / 'report.md').read_text()
+  assert re.search(r'\*\*Warning\*\*: .*model\.dropout, model\.dropout_layers', text)
+
+
+def test_report_counts_model_keys_a_run_lacks_as_their_defaults(tmp_path):
+  """Runs made before model.dropout_layers existed are the 'head' models they were; new
+  strategies take their place in the registry's order."""
+  write_run(tmp_path, 'badge', 0, [0.5, 0.6, 0.7], model__dropout=0.3)
+  write_run(tmp_path, 'random', 0, [0.5, 0.6, 0.7], model__dropout=0.3)
+  write_run(tmp_path, 'bald', 0, [0.5, 0.6, 0.7], model__dropout=0.3,
+            model__dropout_layers='head')
+  text = open(report.write_report(str(tmp_path))).read()
+  assert 'Warning' not in text
+  assert md_table(text, 'labels')[0] == ['labels', 'random (1 seed)', 'bald (1 seed)',
+                                         'badge (1 seed)']
 
 
 def test_report_cli_errors_are_one_line(tmp_path, capsys):
@@ -522,20 +554,25 @@ def test_report_cli_errors_are_one_line(tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- sweep
 
-def test_sweep_plan_overrides_and_bald_dropout():
+def test_sweep_plan_overrides_and_one_model_for_every_strategy():
   get_config = sweep.load_config_module(os.path.join(REPO, 'configs', 'demo.py'))
-  runs = sweep.plan(get_config, ['bald', 'random'], [0, 1],
+  runs = sweep.plan(get_config, ['bald', 'random', 'badge'], [0, 1],
                     [('train.epochs', '3'), ('train.lr_milestones', '(0.5,)'),
-                     ('train.augment', 'False'), ('dataset.name', 'x')])
-  assert [(s, i) for s, i, _ in runs] == [('bald', 0), ('random', 0), ('bald', 1), ('random', 1)]
+                     ('train.augment', 'False'), ('dataset.name', 'x'), ('model.dropout', '0.3'),
+                     ('model.dropout_layers', 'network')])
+  assert [(s, i) for s, i, _ in runs] == [('bald', 0), ('random', 0), ('badge', 0), ('bald', 1),
+                                          ('random', 1), ('badge', 1)]
   cfg = {(s, i): c for s, i, c in runs}
-  assert cfg['bald', 0].model.dropout == 0.3 and cfg['random', 0].model.dropout == 0.0
+  assert {(c.model.dropout, c.model.dropout_layers) for c in cfg.values()} == {(0.3, 'network')}
   assert cfg['random', 1].seed == 1 and cfg['random', 1].strategy == 'random'
   c = cfg['random', 1]
   assert (c.train.epochs, tuple(c.train.lr_milestones), c.train.augment, c.dataset.name) == (
       3, (0.5,), False, 'x')
-  runs = sweep.plan(get_config, ['bald'], [0], [('model.dropout', '0.5')])
-  assert runs[0][2].model.dropout == 0.5  # a configured dropout is kept
+  # BALD is not given a dropout layer the other strategies lack: refused, in one line.
+  with pytest.raises(sweep.ConfigError, match=r'^--strategies: strategy bald needs Monte-Carlo '
+                     'dropout and every strategy of a sweep runs the same network: set '
+                     r'--config.model.dropout=0.3 \(for all of them'):
+    sweep.plan(get_config, ['random', 'bald'], [0], [])
 
 
 @pytest.mark.parametrize('args, message', [

@@ -1,10 +1,18 @@
 """BALD: mutual information between the label and the weights, by Monte-Carlo dropout.
 
 Houlsby et al. 2011; Gal, Islam, Ghahramani, ICML 2017. ``H[mean_t p_t] - mean_t H[p_t]`` over
-``bald.mc_samples`` dropout passes of the head (the model's only dropout layer, before the
-classifier), on penultimate features computed once: a matrix product per pass instead of a
-forward pass. Each sample's dropout masks are keyed by its dataset id, so they do not depend
-on the device layout.
+``bald.mc_samples`` stochastic passes, computed in the round's one pool pass (a registered pool
+output). Where the dropout is depends on ``model.dropout_layers``:
+
+* ``'head'`` (default): the model's only dropout layer is before the classifier, so a pass is
+  the head on penultimate features computed once: a matrix product instead of a forward pass.
+* ``'network'``: dropout also after every backbone stage (``jaxdisp.models``); a pass is a full
+  forward pass of the network with every dropout layer on and BatchNorm in eval mode (running
+  averages, as Gal et al.'s Keras models and baal's ``MCDropoutModule``; PyTorch code that calls
+  ``train()`` instead also perturbs, and updates, the BatchNorm statistics).
+
+Either way each sample's dropout masks are keyed by (pass, dataset id), so they do not depend on
+the chunking or the device layout: 1 and 4 devices give the same scores.
 """
 
 import jax
@@ -13,13 +21,18 @@ from jaxdisp.strategies import base
 
 
 def bald_output(c: base.ChunkInputs):
-  """Per-row mutual information over ``cfg.bald.mc_samples`` dropout passes of the head."""
+  """Per-row mutual information over ``cfg.bald.mc_samples`` dropout passes."""
+  network = c.cfg.model.dropout_layers == 'network'
 
   def mc_probs(k):
     keys = jax.vmap(jax.random.fold_in, (None, 0))(k, c.idx)  # layout-independent dropout
-    logits = jax.vmap(lambda kk, f: c.setup.model.apply(
-        c.variables, f[None], deterministic=False, method='classify',
-        rngs={'dropout': kk})[0])(keys, c.features)
+    if network:  # one full forward pass per sample, its own masks in every layer
+      logits = jax.vmap(lambda kk, x: c.setup.model.apply(
+          c.variables, x[None], method='mc_logits', rngs={'dropout': kk})[0])(keys, c.inputs)
+    else:
+      logits = jax.vmap(lambda kk, f: c.setup.model.apply(
+          c.variables, f[None], deterministic=False, method='classify',
+          rngs={'dropout': kk})[0])(keys, c.features)
     return jax.nn.softmax(logits)
 
   probs = jax.lax.map(mc_probs, jax.random.split(c.key, c.cfg.bald.mc_samples))  # [mc, n, C]
@@ -29,8 +42,9 @@ def bald_output(c: base.ChunkInputs):
 base.register_output('bald', bald_output)
 
 STRATEGY = base.register(base.Strategy(
-    name='bald', summary='mutual information over Monte-Carlo dropout passes of the head',
+    name='bald', summary='mutual information over Monte-Carlo dropout passes',
     reference='Houlsby et al. 2011; Gal et al., ICML 2017',
-    cost='1 + {bald.mc_samples} dropout passes of the head (after training)', outputs=('bald',),
+    cost='1 + {bald.mc_samples} dropout passes (after training) of the head or of the whole '
+    'network (model.dropout_layers)', outputs=('bald',),
     score=lambda view: view.outputs['bald'], needs_dropout=True,
     check_config=base.needs_dropout_check('bald')), builtin=True)

@@ -86,7 +86,7 @@ class Strategy:
   select: Callable[[PoolView, int], tuple[Array, Array]] | None = None
   tie_break: Callable[[Any], str] = _random_tie  # cfg -> 'random' | 'entropy' | 'margin'
   check_config: Callable[[Any], None] = _no_check
-  needs_dropout: bool = False  # Monte-Carlo dropout: needs model.dropout > 0
+  needs_dropout: bool = False  # Monte-Carlo dropout: needs model.dropout > 0 (sweep checks it)
 
   def __post_init__(self):
     if (self.score is None) == (self.select is None):
@@ -159,6 +159,7 @@ class ChunkInputs:
   idx: Array  # [chunk] dataset ids
   key: Array
   cfg: Any
+  inputs: Array | None = None  # [chunk, H, W, C] the normalised images (for full forward passes)
 
   def logits(self, deterministic: bool = True, rngs=None) -> Array:
     return self.setup.model.apply(self.variables, self.features, method='classify',
@@ -190,8 +191,9 @@ def pool_outputs(setup: train.TrainSetup, cfg, state: train.TrainState, data, id
 
   def per_chunk(chunk_idx, valid):
     del valid
-    feats = setup.model.apply(v, train.model_inputs(setup, data, chunk_idx), method='embed')
-    inputs = ChunkInputs(setup, v, feats, chunk_idx, key, cfg)
+    x = train.model_inputs(setup, data, chunk_idx)
+    feats = setup.model.apply(v, x, method='embed')
+    inputs = ChunkInputs(setup, v, feats, chunk_idx, key, cfg, x)
     return {name: _OUTPUTS[name](inputs) for name in outputs}
 
   return parallel.map_in_chunks(per_chunk, idx, num, setup.chunk, setup.mesh)

@@ -1,10 +1,11 @@
 r"""Writes tests/golden/tiny_demo.json: the selected ids and test accuracies of every built-in
 strategy on the tiny demo config (4 simulated CPU devices), and of two strategies on 1 device.
 
-  python tests/golden/make_golden.py [--out tests/golden/tiny_demo.json]
+  python tests/golden/make_golden.py [--out tests/golden/tiny_demo.json] [--only badge,...]
 
 The file pins results bit for bit across refactors (tests/test_experiment.py compares against
-it). Run it only when a change is *meant* to change results, and say so in the commit.
+it). Run it only when a change is *meant* to change results, and say so in the commit; a new
+strategy adds its own entry with ``--only NAME`` (the other entries are kept as they are).
 """
 
 import argparse
@@ -22,7 +23,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # tests/
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # the repository's jaxdisp first
 
-BUILTIN = ('dispersion', 'random', 'entropy', 'margin', 'least_confidence', 'bald', 'coreset')
+BUILTIN = ('dispersion', 'random', 'entropy', 'margin', 'least_confidence', 'bald', 'coreset',
+           'badge')
 ONE_DEVICE = ('dispersion', 'coreset')
 
 
@@ -72,9 +74,19 @@ def summarize(res: dict) -> dict:
 def main():
   p = argparse.ArgumentParser()
   p.add_argument('--out', default=os.path.join(HERE, 'tiny_demo.json'))
+  p.add_argument('--only', default='', help='comma-separated case names to (re)make; the '
+                 "file's other entries are kept (it must be from this platform)")
   args = p.parse_args()
   doc = {'platform': platform_id(), 'runs': {}}
+  only = [n for n in args.only.split(',') if n]
+  if only:
+    with open(args.out) as f:
+      doc = json.load(f)
+    if doc['platform'] != platform_id():
+      raise SystemExit(f'{args.out} was made on {doc["platform"]}, not here: remake it whole')
   for name, strategy, overrides in cases():
+    if only and name not in only:
+      continue
     with tempfile.TemporaryDirectory() as d:
       doc['runs'][name] = run_case(strategy, overrides, d)
     print(name, doc['runs'][name]['test_accuracy'], flush=True)
