@@ -173,10 +173,11 @@ class Runner:
       t2 = time.perf_counter()
       chosen = al_loop.select(exp, ctx, scored)
       seconds[1:] = [t2 - t1, time.perf_counter() - t2]
-      if self.workdir is not None and self.primary and self.cfg.log.pool_diagnostics:
-        io_utils.save_npz_atomic(
-            os.path.join(self.workdir, 'diagnostics', f'round_{ctx.round}.npz'),
-            **al_loop.pool_diagnostics(exp, ctx, scored))
+      if self.workdir is not None and self.cfg.log.pool_diagnostics:
+        diag = al_loop.pool_diagnostics(exp, ctx, scored)  # collectives: every process gathers
+        if self.primary:
+          io_utils.save_npz_atomic(
+              os.path.join(self.workdir, 'diagnostics', f'round_{ctx.round}.npz'), **diag)
     return al_loop.finish_round(state, exp, ctx, accuracy, chosen, seconds, per_class)
 
   # ---- side effects around the steps ----------------------------------------------------------

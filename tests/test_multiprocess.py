@@ -29,7 +29,11 @@ def test_two_processes_select_the_same_ids_as_one(tmp_path):
           '--num_processes=2'] + [f'--config.{k}={v}' for k, v in TINY.items()]
   procs = [subprocess.Popen(args + [f'--process_id={i}'], cwd=REPO, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(2)]
-  outs = [p.communicate(timeout=600) for p in procs]
+  try:  # ~1 min when healthy; a collective that only one process enters hangs both
+    outs = [p.communicate(timeout=300) for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
   for p, (_, err) in zip(procs, outs):
     assert p.returncode == 0, err[-3000:]
   assert '4 cpu device(s)' in outs[0][1]  # one global mesh over both processes
@@ -43,3 +47,6 @@ def test_two_processes_select_the_same_ids_as_one(tmp_path):
     assert a['test_accuracy'] == b['test_accuracy']
   # Process 1 wrote no outputs of its own: one results.json, one TensorBoard event file.
   assert len(os.listdir(tmp_path / 'two' / 'tensorboard')) == 1
+  # The pool diagnostics gather over both processes (every process joins) and process 0 writes.
+  assert sorted(os.listdir(tmp_path / 'two' / 'diagnostics')) == sorted(
+      os.listdir(tmp_path / 'one' / 'diagnostics'))
