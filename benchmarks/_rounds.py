@@ -111,12 +111,13 @@ def measure_epochs(spec: dict, exp, reps: int = 3) -> dict:
     pool, npool = train.index_buffer(
         np.arange(spec['labeled'], spec['labeled'] + spec['pool']), e.pool_capacity, e.mesh)
     box = {'state': jax.tree.map(jax.numpy.copy, init),
-           'history': steps.empty_history(e.pool_capacity)}
+           'history': steps.empty_history(e.pool_capacity),
+           'stats': steps.empty_stats(e.pool_capacity)}
 
     def epoch(steps=steps, e=e, box=box, labeled=labeled, nl=nl, pool=pool, npool=npool):
       # Epochs past ``train.epochs`` cost the same (the row index is clamped), so no re-init.
-      box['state'], box['history'], metrics = steps.train_epoch(
-          box['state'], box['history'], e.data, labeled, nl, pool, npool,
+      box['state'], box['history'], box['stats'], metrics = steps.train_epoch(
+          box['state'], box['history'], box['stats'], e.data, labeled, nl, pool, npool,
           jax.random.PRNGKey(1))
       return box['state'], box['history'], metrics
 

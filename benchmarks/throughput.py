@@ -77,8 +77,8 @@ def measure_case(ds, model_name: str, width: int, batch: int, steps: int, chunks
                          static_argnames=('outputs',))
 
   def train_epoch():
-    box['state'], box['history'], metrics = steps_fns.train_epoch(
-        box['state'], box['history'], data, labeled, nl, pool, npool, jax.random.PRNGKey(1))
+    box['state'], box['history'], _, metrics = steps_fns.train_epoch(
+        box['state'], box['history'], {}, data, labeled, nl, pool, npool, jax.random.PRNGKey(1))
     return box['state'], metrics
 
   def pool_pass():

@@ -151,7 +151,7 @@ def run_name(strategy: str, seed: int) -> str:
 
 def plan(get_config, strategies, seeds, overrides):
   """[(strategy, seed, config)] in run order (seed-major); every config validated."""
-  from jaxdisp import config_lib, strategies  # pylint: disable=g-import-not-at-top
+  from jaxdisp import config_lib, strategies as registry  # pylint: disable=g-import-not-at-top
   for key, _ in overrides:
     if key in ('strategy', 'seed'):
       raise ConfigError(f'{key} is set by --{"strategies" if key == "strategy" else "seeds"}, '
@@ -163,7 +163,7 @@ def plan(get_config, strategies, seeds, overrides):
       apply_overrides(cfg, overrides)
       cfg.strategy, cfg.seed = strategy, seed
       try:
-        if strategies.get(strategy).needs_dropout and cfg.model.dropout == 0:
+        if registry.get(strategy).needs_dropout and cfg.model.dropout == 0:
           cfg.model.dropout = MC_DROPOUT
       except ConfigError as e:
         raise ConfigError(f'--strategies: {e}') from None

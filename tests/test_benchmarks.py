@@ -20,6 +20,7 @@ EXPECTED = {
                      'max_compilations_after_round0'},
     'device_scaling': {'devices', 'selected_ids_identical', 'max_accuracy_diff'},
     'torch_reference': {'measured', 'pool_scoring_speedup', 'round_speedup'},
+    'record_cost': {'record_cost_ratio', 'record_cost_ratio_max', 'goal'},
 }
 
 
