@@ -114,12 +114,13 @@ def measure_epochs(spec: dict, exp, reps: int = 3, train_only_exp=None) -> dict:
     pool, npool = train.index_buffer(
         np.arange(spec['labeled'], spec['labeled'] + spec['pool']), e.pool_capacity, e.mesh)
     box = {'state': jax.tree.map(jax.numpy.copy, init),
-           'history': steps.empty_history(e.pool_capacity)}
+           'history': steps.empty_history(e.pool_capacity),
+           'stats': steps.empty_stats(e.pool_capacity)}
 
     def epoch(steps=steps, e=e, box=box, labeled=labeled, nl=nl, pool=pool, npool=npool):
       # Epochs past ``train.epochs`` cost the same (the row index is clamped), so no re-init.
-      box['state'], box['history'], metrics = steps.train_epoch(
-          box['state'], box['history'], e.data, labeled, nl, pool, npool,
+      box['state'], box['history'], box['stats'], metrics = steps.train_epoch(
+          box['state'], box['history'], box['stats'], e.data, labeled, nl, pool, npool,
           jax.random.PRNGKey(1))
       return box['state'], box['history'], metrics
 
@@ -264,13 +265,15 @@ def trainer_functions(cfg, dataset, labeled_ids, pool_ids):
   labeled, nl = train.index_buffer(
       labeled_ids, train.labeled_capacity(len(labeled_ids), cfg.train.batch_size), mesh)
   pool, npool = train.index_buffer(pool_ids, train.pool_capacity(setup, len(pool_ids)), mesh)
-  box = {'state': random_train_state(setup), 'history': steps_fns.empty_history(pool.shape[0])}
+  box = {'state': random_train_state(setup), 'history': steps_fns.empty_history(pool.shape[0]),
+         'stats': steps_fns.empty_stats(pool.shape[0])}
   outputs = jax.jit(functools.partial(strategies.pool_outputs, setup, None),
                     static_argnames=('outputs',))
 
   def train_epoch():
-    box['state'], box['history'], metrics = steps_fns.train_epoch(
-        box['state'], box['history'], data, labeled, nl, pool, npool, jax.random.PRNGKey(1))
+    box['state'], box['history'], box['stats'], metrics = steps_fns.train_epoch(
+        box['state'], box['history'], box['stats'], data, labeled, nl, pool, npool,
+        jax.random.PRNGKey(1))
     return box['state'], metrics
 
   def pool_pass():

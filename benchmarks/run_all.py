@@ -31,7 +31,7 @@ import _common  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 # Longest first, so that two lanes finish together; torch_reference after throughput, whose
 # first part compiles the same round programs.
-BENCHMARKS = ('throughput', 'device_scaling', 'compilations', 'dispersion_kernel',
+BENCHMARKS = ('throughput', 'device_scaling', 'compilations', 'dispersion_kernel', 'record_cost',
               'torch_reference')
 
 
@@ -144,6 +144,12 @@ def summary_rows(results: dict, quick: bool = False) -> list[list]:
       same = s['processes_selected_ids_identical']
       add('', f'same selected ids on {s["process_layouts"]} processes x devices',
           'yes' if same else 'NO', 'yes', same, timing=False)
+  rc = (results.get('record_cost') or {}).get('headline')
+  if rc:
+    add('record_cost', 'record pass, every dynamics statistic / history alone',
+        rc['record_cost_ratio'], f'<= {rc["goal"]}', rc['record_cost_ratio'] <= rc['goal'])
+    add('', '  worst case', rc['record_cost_ratio_max'], f'<= {rc["goal"]}',
+        rc['record_cost_ratio_max'] <= rc['goal'])
   r = (results.get('torch_reference') or {}).get('headline')
   if r:
     if not r.get('measured'):

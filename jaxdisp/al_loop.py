@@ -14,7 +14,7 @@
 A round is five steps, each a function of its inputs only (every random choice is derived from
 ``(seed, round, stream, epoch, step)`` by ``fold_in``), composed by :func:`al_round`:
 
-  ctx = begin_round(state, exp)              # fresh model, index buffers, empty history
+  ctx = begin_round(state, exp)              # fresh model, index buffers, empty history/stats
   ctx, metrics = train_epoch(exp, ctx)       # x train.epochs (records the pool's predictions)
   accuracy = test_accuracy(exp, ctx)
   scored = score_pool(exp, ctx)              # one pool pass; the strategy's scores
@@ -105,7 +105,8 @@ class Experiment:
     mesh = mesh if mesh is not None else parallel.make_mesh(cfg.num_devices)
     strategy = strategies.get(cfg.strategy)
     record = bool(strategy.records) or cfg.dispersion.record_always
-    setup = train.make_setup(cfg, mesh, dataset.image_shape, dataset.num_classes, record)
+    stats = tuple(r for r in strategy.records if r != 'labels')  # train.STATS kinds
+    setup = train.make_setup(cfg, mesh, dataset.image_shape, dataset.num_classes, record, stats)
     frozen = ml_collections.FrozenConfigDict(cfg)
     pool_pass = jax.jit(functools.partial(strategies.pool_outputs, setup, frozen),
                         static_argnames=('outputs',))
@@ -138,12 +139,27 @@ class Experiment:
     return self.strategy.tie_break(self.cfg)
 
   @property
+  def class_balance(self) -> bool:
+    """``al.class_balance=modal`` (for scoring strategies; batch selectors are refused)."""
+    return self.cfg.al.class_balance == 'modal'
+
+  @property
   def pool_outputs(self) -> tuple[str, ...]:
-    """What the round's one pool pass computes: the strategy's outputs, its tie-break's, and
-    the report's diagnostics (probabilities; BALD when the model has dropout)."""
+    """What the round's one pool pass computes: the strategy's outputs, its tie-break's, the
+    class balance's (the final model's argmax when no history is recorded), and the report's
+    diagnostics (probabilities; BALD when the model has dropout)."""
     names = list(self.strategy.outputs) + list(strategies.tie_outputs(self.tie_rule))
+    if self.class_balance and not self.setup.recording.num_rows:
+      names.append('probs')
     if self.cfg.log.pool_diagnostics:
       names += ['probs'] + (['bald'] if self.cfg.model.dropout > 0 else [])
+    return tuple(dict.fromkeys(names))
+
+  @property
+  def labeled_outputs(self) -> tuple[str, ...]:
+    """What the labeled-set pass computes (none: no pass): the strategy's and its tie-break's."""
+    names = list(self.strategy.labeled_outputs) + list(
+        strategies.tie_labeled_outputs(self.tie_rule))
     return tuple(dict.fromkeys(names))
 
 
@@ -152,6 +168,7 @@ class RoundCtx:
   """One round in flight (a pytree): the model being trained and the round's buffers."""
   train_state: train.TrainState
   history: Array  # [T, pool_capacity], split along the pool
+  stats: dict  # running record statistics {field: float32 [pool_capacity]} (train.STATS)
   labeled: Array  # [labeled_capacity] dataset ids, split over ``data``
   num_labeled: np.ndarray
   pool: Array  # [pool_capacity] dataset ids
@@ -189,19 +206,20 @@ def begin_round(state: ALState, exp: Experiment) -> RoundCtx:
   labeled, num_labeled = train.index_buffer(labeled_ids, exp.labeled_capacity, exp.mesh)
   pool, num_pool = train.index_buffer(pool_ids, exp.pool_capacity, exp.mesh)
   return RoundCtx(train_state=exp.steps.init(k_init),
-                  history=exp.steps.empty_history(exp.pool_capacity), labeled=labeled,
+                  history=exp.steps.empty_history(exp.pool_capacity),
+                  stats=exp.steps.empty_stats(exp.pool_capacity), labeled=labeled,
                   num_labeled=num_labeled, pool=pool, num_pool=num_pool, pool_ids=pool_ids,
                   key=key, round=r)
 
 
 def train_epoch(exp: Experiment, ctx: RoundCtx) -> tuple[RoundCtx, train.EpochMetrics]:
-  """One epoch (and, on recorded epochs, one pool pass into the history). Donates ``ctx``'s
-  state and history."""
+  """One epoch (and, on recorded epochs, one pool pass into the history and the running
+  statistics). Donates ``ctx``'s state, history and statistics."""
   _, k_train = jax.random.split(_stream(ctx, _TRAIN))
-  state, history, metrics = exp.steps.train_epoch(ctx.train_state, ctx.history, exp.data,
-                                                  ctx.labeled, ctx.num_labeled, ctx.pool,
-                                                  ctx.num_pool, k_train)
-  return ctx.replace(train_state=state, history=history), metrics
+  state, history, stats, metrics = exp.steps.train_epoch(
+      ctx.train_state, ctx.history, ctx.stats, exp.data, ctx.labeled, ctx.num_labeled, ctx.pool,
+      ctx.num_pool, k_train)
+  return ctx.replace(train_state=state, history=history, stats=stats), metrics
 
 
 def evaluate(exp: Experiment, ctx: RoundCtx) -> tuple[float, np.ndarray]:
@@ -235,11 +253,12 @@ def score_pool(exp: Experiment, ctx: RoundCtx) -> Scored:
   outputs = exp.pool_pass(ctx.train_state, exp.data, ctx.pool, ctx.num_pool, k_score,
                           outputs=exp.pool_outputs)
   labeled_outputs = {}
-  if s.labeled_outputs:
+  if exp.labeled_outputs:
     labeled_outputs = exp.pool_pass(ctx.train_state, exp.data, ctx.labeled, ctx.num_labeled,
-                                    k_score, outputs=tuple(s.labeled_outputs))
+                                    k_score, outputs=exp.labeled_outputs)
   view = strategies.PoolView(exp.cfg, exp.mesh, exp.dataset.num_classes, ctx.history, outputs,
-                             ctx.num_pool, labeled_outputs, ctx.num_labeled, k_score)
+                             ctx.num_pool, labeled_outputs, ctx.num_labeled, k_score,
+                             stats=ctx.stats)
   scores = s.score(view) if s.score is not None else None
   checked = [scores] if scores is not None else [outputs[o] for o in s.outputs]
   bad = int(selection.count_nonfinite_rows(checked, ctx.num_pool)) if checked else 0
@@ -247,16 +266,41 @@ def score_pool(exp: Experiment, ctx: RoundCtx) -> Scored:
 
 
 def select(exp: Experiment, ctx: RoundCtx, scored: Scored) -> selection.Selection:
-  """The ``al.budget`` pool positions the strategy queries (top scores, or its own batch)."""
+  """The ``al.budget`` pool positions the strategy queries: its own batch, or the top scores
+  (ties ordered by the strategy's tie rule, or the tied group filled by k-center greedy),
+  split over the modal classes with ``al.class_balance=modal``."""
   budget = min(exp.cfg.al.budget, int(ctx.num_pool))
+  view = scored.view
   if scored.scores is None:
-    positions, scores = exp.strategy.select(scored.view, budget)
+    positions, scores = exp.strategy.select(view, budget)
+  elif exp.tie_rule == 'kcenter':  # (config validation refuses kcenter with class balance)
+    positions, scores = selection.select_top_kcenter(
+        scored.scores, ctx.num_pool, view.outputs['features'],
+        view.labeled_outputs['features'], ctx.num_labeled, budget)
   else:
     k_tie = jax.random.split(_stream(ctx, _ACQUIRE))[1]
-    tie = strategies.tie_key(exp.tie_rule, scored.view, k_tie)
-    positions, scores = selection.select_top(scored.scores, tie, ctx.num_pool, budget)
+    tie = strategies.tie_key(exp.tie_rule, view, k_tie)
+    if exp.class_balance:
+      positions, scores = selection.select_top_balanced(
+          scored.scores, tie, pool_classes(exp, ctx, view), ctx.num_pool, budget,
+          exp.dataset.num_classes)
+    else:
+      positions, scores = selection.select_top(scored.scores, tie, ctx.num_pool, budget)
   return selection.Selection(parallel.to_host(positions),
                              parallel.to_host(scores).astype(np.float32))
+
+
+def pool_classes(exp: Experiment, ctx: RoundCtx, view: strategies.PoolView) -> Array:
+  """Each pool position's class for ``al.class_balance``: its modal predicted label over the
+  history when one was recorded (ties: the smallest class), else the final model's argmax."""
+  if ctx.history.shape[0]:
+    return disp.sharded_pool_modal_labels(ctx.history, exp.dataset.num_classes, exp.mesh)
+  return _argmax(view.outputs['probs'])
+
+
+@jax.jit
+def _argmax(probs):
+  return jnp.argmax(probs, -1).astype(jnp.int32)
 
 
 def pool_diagnostics(exp: Experiment, ctx: RoundCtx, scored: Scored) -> dict:

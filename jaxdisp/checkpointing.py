@@ -3,7 +3,8 @@
 ``<checkpoints>/rounds/<r>``: ``ALState`` once ``r`` rounds are complete (the labeled
   mask stamped with the round each label arrived in, the key, per-round metrics).
 ``<checkpoints>/train/<step>``: the in-round training state (params, batch stats,
-  optimizer, epoch) and the prediction history, every ``checkpoint.every_epochs`` epochs, with
+  optimizer, epoch), the prediction history and the running record statistics (training
+  dynamics, ``train.STATS``), every ``checkpoint.every_epochs`` epochs, with
   ``step = round * (epochs + 1) + epoch`` so a restart continues mid-round.
 
 ``<checkpoints>`` is ``<workdir>/checkpoints`` unless ``checkpoint.dir`` names another folder.
@@ -258,13 +259,19 @@ class Checkpointer:
     return round_ * (self.epochs + 1) + epoch
 
   def maybe_save_train(self, round_: int, epoch: int, train_state, history,
-                       force: bool = False) -> bool:
-    """Saves if ``epoch`` (epochs completed) is on the interval (or ``force``), not the last."""
+                       force: bool = False, stats: dict | None = None) -> bool:
+    """Saves if ``epoch`` (epochs completed) is on the interval (or ``force``), not the last.
+
+    ``stats``: the round's running record statistics (``{field: [P]}``), saved with the
+    history so that a resumed round continues them bit for bit.
+    """
     if epoch >= self.epochs or (epoch % self.every_epochs and not force):
       return False
     tree = {'state': train_state}
     if history.size:  # baselines keep no history (orbax refuses zero-size arrays)
       tree['history'] = history
+    if stats:
+      tree['stats'] = dict(stats)
     # Orbax copies device arrays to the host in the background, while the next epoch donates
     # (overwrites in place) the state and the history: hand it private device copies.
     tree = jax.tree.map(lambda x: jnp.copy(x) if isinstance(x, jax.Array) else x, tree)
@@ -273,14 +280,16 @@ class Checkpointer:
         meta=ocp.args.JsonSave({'round': round_, 'epoch': epoch})), force=True)
     return True
 
-  def restore_train(self, round_: int, like_state, like_history):
-    """(train_state, history) saved mid-way through ``round_``, or None."""
+  def restore_train(self, round_: int, like_state, like_history, like_stats=None):
+    """(train_state, history, stats) saved mid-way through ``round_``, or None."""
     step = self.train.latest_step()
     if step is None or not (self._step(round_, 0) < step < self._step(round_ + 1, 0)):
       return None
     like = {'state': like_state}
     if like_history.size:
       like['history'] = like_history
+    if like_stats:
+      like['stats'] = dict(like_stats)
     try:
       with _quiet_failed_reads():
         out = self.train.restore(step, args=ocp.args.Composite(
@@ -292,7 +301,8 @@ class Checkpointer:
                       'starting round %d from epoch 0; moved it to %s', step, round_,
                       step - self._step(round_, 0), problem, round_, where)
       return None
-    return out['state'], out.get('history', like_history)
+    return (out['state'], out.get('history', like_history),
+            dict(out.get('stats', like_stats or {})))
 
   def wait(self) -> None:
     self.train.wait_until_finished()

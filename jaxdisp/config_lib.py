@@ -89,6 +89,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.al.budget = 2500  # labels queried per round
   c.al.rounds = 5  # query rounds; rounds + 1 models are trained (round 0 .. rounds)
   c.al.pool_subset = 0  # 0 = score the whole unlabeled pool; else a keyed random subset per round
+  # none | modal: split each query evenly over the samples' modal predicted classes (quota
+  # budget // classes each, the shortfall filled by the best remaining scores; Bengar et al.,
+  # WACV 2022, as a greedy quota). Scoring strategies only.
+  c.al.class_balance = 'none'
 
   c.dispersion = ml_collections.ConfigDict()
   c.dispersion.record_every = 1  # record pool predictions every k-th epoch
@@ -96,7 +100,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.dispersion.mode_last_k = 0  # authors' quirk: take the mode over the last k recorded epochs (0 = all)
   c.dispersion.denominator = 'T'  # 'T' (clean) or 'T+1' (authors' off-by-one)
   c.dispersion.augmented_views = False  # authors' quirk: record predictions on augmented views
-  c.dispersion.tie_break = 'random'  # random (keyed) | entropy | margin: order among equal scores
+  # order among equal scores (dispersion, flips): random (keyed) | entropy | margin of the final
+  # model | kcenter: fill the tied group at the boundary by k-center greedy on features
+  c.dispersion.tie_break = 'random'
   c.dispersion.record_always = False  # also record the history for baseline strategies
 
   c.bald = ml_collections.ConfigDict()
@@ -252,15 +258,29 @@ def validate(cfg) -> None:
         f'dispersion.record_from_epoch={d.record_from_epoch} must be in [0, train.epochs={t.epochs})')
   check(d.mode_last_k >= 0, f'dispersion.mode_last_k={d.mode_last_k} must be >= 0 (0 = all)')
   check(d.denominator in ('T', 'T+1'), f"dispersion.denominator={d.denominator!r} must be 'T' or 'T+1'")
-  check(d.tie_break in ('random', 'entropy', 'margin'),
-        f"dispersion.tie_break={d.tie_break!r} must be 'random', 'entropy' or 'margin'")
+  check(d.tie_break in strategies.TIE_RULES,
+        f"dispersion.tie_break={d.tie_break!r} must be 'random', 'entropy', 'margin' or "
+        "'kcenter'")
+  check(a.class_balance in ('none', 'modal'),
+        f"al.class_balance={a.class_balance!r} must be 'none' or 'modal'")
   check(cfg.bald.mc_samples >= 2, f'bald.mc_samples={cfg.bald.mc_samples} must be >= 2')
   check(cfg.badge.first_center in ('max_norm', 'random'),
         f"badge.first_center={cfg.badge.first_center!r} must be 'max_norm' or 'random'")
   check(cfg.checkpoint.every_epochs > 0,
         f'checkpoint.every_epochs={cfg.checkpoint.every_epochs} must be positive')
-  strategies.get(cfg.strategy).check_config(cfg)  # what the strategy itself needs
+  strategy = strategies.get(cfg.strategy)
+  rule = strategy.tie_break(cfg)
+  check(rule in strategies.TIE_RULES, f'strategy={cfg.strategy}: its tie_break gives {rule!r}, '
+        f'not one of {list(strategies.TIE_RULES)}')
+  if a.class_balance != 'none':
+    check(strategy.score is not None,
+          f'al.class_balance={a.class_balance} needs a scoring strategy; strategy={cfg.strategy} '
+          'chooses its batch as a whole')
+    check(rule != 'kcenter', f'al.class_balance={a.class_balance} cannot be combined with '
+          'dispersion.tie_break=kcenter (use one of the two)')
+  strategy.check_config(cfg)  # what the strategy itself needs
   _check_recording(cfg)  # what its per-epoch records need
+
 
 
 def recorded_epochs(cfg) -> int:

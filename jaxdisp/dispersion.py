@@ -174,6 +174,41 @@ def _sharded_kernel(num_classes: int, mesh: Mesh, axis: str, options: tuple):
                                check_vma=False))
 
 
+@functools.partial(jax.jit, static_argnames=('num_classes', 'block'))
+def pool_modal_labels(history: Array, num_classes: int, *, block: int = 0) -> Array:
+  """The most frequent recorded label of every column (ties: the smallest class id; -1 when
+  nothing was recorded); int32 ``[N]``. The blocked kernel of :func:`label_dispersion` (no
+  ``[T, N, C]`` or ``[N, C]`` array), for whole pools; :func:`modal_label` is the same for a few
+  columns."""
+  history = jnp.asarray(history)
+  t_rows, n = history.shape
+  if n == 0 or t_rows == 0:
+    return jnp.full((n,), -1, jnp.int32)
+  dtype = _count_dtype(t_rows)
+
+  def columns(start, width: int):
+    counts = _counts(history, start, width, num_classes, dtype)
+    mode = jnp.argmax(counts, 0)
+    return jnp.where(counts.max(0) > 0, mode, -1).astype(jnp.float32)  # exact below 2^24
+
+  return _by_blocks(columns, n, block or block_width(num_classes, n)).astype(jnp.int32)
+
+
+def sharded_pool_modal_labels(history: Array, num_classes: int, mesh: Mesh,
+                              axis: str = 'data') -> Array:
+  """:func:`pool_modal_labels` of a history split along the pool (each device its columns)."""
+  if mesh.size == 1:
+    return pool_modal_labels(history, num_classes)
+  return _sharded_modal_kernel(num_classes, mesh, axis)(history)
+
+
+@functools.lru_cache(maxsize=None)
+def _sharded_modal_kernel(num_classes: int, mesh: Mesh, axis: str):
+  kernel = functools.partial(pool_modal_labels, num_classes=num_classes)
+  return jax.jit(jax.shard_map(kernel, mesh=mesh, in_specs=P(None, axis), out_specs=P(axis),
+                               check_vma=False))
+
+
 def class_counts(history: Array, num_classes: int) -> Array:
   """``[N, C]`` int32: how often each class was predicted for each sample (small inputs)."""
   classes = jnp.arange(num_classes, dtype=history.dtype)

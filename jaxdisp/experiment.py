@@ -185,9 +185,9 @@ class Runner:
   def _resume(self, ctx: al_loop.RoundCtx) -> al_loop.RoundCtx:
     if self.ckpt is None:
       return ctx
-    restored = self.ckpt.restore_train(ctx.round, ctx.train_state, ctx.history)
+    restored = self.ckpt.restore_train(ctx.round, ctx.train_state, ctx.history, ctx.stats)
     if restored is not None:
-      ctx = ctx.replace(train_state=restored[0], history=restored[1])
+      ctx = ctx.replace(train_state=restored[0], history=restored[1], stats=restored[2])
       logging.info('round %d: resuming training at epoch %d', ctx.round, ctx.epoch)
     self.progress.start_round(ctx.round, ctx.epoch)
     return ctx
@@ -203,7 +203,8 @@ class Runner:
       raise NumericalError(problem)
     self.progress.on_epoch(round_, epoch, m)
     stopping = self.stop.signum is not None and done < cfg.train.epochs
-    if self.ckpt.maybe_save_train(round_, done, ctx.train_state, ctx.history, force=stopping):
+    if self.ckpt.maybe_save_train(round_, done, ctx.train_state, ctx.history, force=stopping,
+                                  stats=ctx.stats):
       preemption.fault_point('train_save', round_, done)
     if preemption.fault_armed('epoch'):
       self.ckpt.wait()

@@ -5,6 +5,17 @@ dispersion takes only T+1 distinct values, so most of a top-k is ties: the order
 descending, then a secondary key descending (the strategy's tie-break: a keyed random order by
 default), then pool position. Padding rows are never selected. One global sort on the device:
 only the ``budget`` winners come back to the host, never the score vector.
+
+Two selections are more than a top-k:
+
+* :func:`select_top_kcenter` (``dispersion.tie_break=kcenter``): every position scoring strictly
+  above the boundary score (the ``budget``-th highest) is taken, and the rest of the budget comes
+  from the tied group at the boundary by k-center greedy on penultimate features, distances to
+  the labeled set and to everything already chosen (diversity inside the tie; the authors tried
+  dispersion + k-center, Zolfaghari Bengar et al., CAIP 2021);
+* :func:`select_top_balanced` (``al.class_balance=modal``): the budget is split over the
+  samples' classes as a greedy quota, after the class-balanced query of Bengar et al., WACV 2022
+  (their optimisation balances expected class counts; this is the simple integer version).
 """
 
 from __future__ import annotations
@@ -50,3 +61,107 @@ def count_nonfinite_rows(arrays: list, num_valid: Array) -> Array:
     bad = rows if bad is None else bad | rows
   valid = jnp.arange(bad.shape[0]) < num_valid
   return jnp.sum(valid & bad)
+
+
+def _order(scores: Array, tie: Array | None, num_valid: Array) -> Array:
+  """Pool positions by score descending, then ``tie`` descending, then position; padding last."""
+  n = scores.shape[0]
+  pos = jnp.arange(n, dtype=jnp.int32)
+  valid = pos < num_valid
+  keys = [jnp.where(valid, -scores, jnp.inf)]
+  if tie is not None:
+    keys.append(jnp.where(valid, -tie, jnp.inf))
+  return jax.lax.sort((*keys, pos), num_keys=len(keys) + 1)[-1]
+
+
+def _sq_dist(points: Array, sq: Array, centers: Array) -> Array:
+  """``[n, k]`` squared distances from ``points`` (``sq``: their squared norms) to ``centers``."""
+  return jnp.maximum(sq[:, None] + jnp.sum(centers**2, -1)[None] - 2 * points @ centers.T, 0)
+
+
+@functools.partial(jax.jit, static_argnames=('budget', 'chunk'))
+def select_top_kcenter(scores: Array, num_valid: Array, pool_feats: Array, labeled_feats: Array,
+                       num_labeled: Array, budget: int, chunk: int = 256):
+  """Top ``budget`` scores, the tied group at the boundary filled by k-center greedy.
+
+  Let ``s_b`` be the ``budget``-th highest score among the first ``num_valid`` rows. Every row
+  scoring above ``s_b`` is taken (``m`` rows, in score order). The other ``k = budget - m`` come
+  from the rows scoring exactly ``s_b``: each step takes the one farthest (Euclidean, penultimate
+  features) from its nearest center, the centers being the first ``num_labeled`` rows of
+  ``labeled_feats``, the ``m`` rows above and the tied rows taken so far (ties of distance: the
+  lowest position). Distances to the labeled set and the rows above are one running minimum
+  ``[P]`` built a ``chunk`` of centers at a time (never a ``P x L`` matrix); each greedy step is
+  one ``O(P F)`` distance row. Returns (positions, scores), the ``m`` first.
+  """
+  n = scores.shape[0]
+  pos = jnp.arange(n, dtype=jnp.int32)
+  valid = pos < num_valid
+  top = _order(scores, None, num_valid)[:budget]
+  boundary = scores[top[budget - 1]]
+  above = jnp.sum(valid & (scores > boundary)).astype(jnp.int32)  # = the first m of ``top``
+  tied = valid & (scores == boundary)
+
+  pool_feats = pool_feats.astype(jnp.float32)
+  sq = jnp.sum(pool_feats**2, -1)
+  centers = jnp.concatenate([labeled_feats.astype(jnp.float32), pool_feats[top]])
+  ok = jnp.concatenate([jnp.arange(labeled_feats.shape[0]) < num_labeled,
+                        jnp.arange(budget) < above])
+  steps = -(-centers.shape[0] // chunk)
+  pad = steps * chunk - centers.shape[0]
+  centers, ok = jnp.pad(centers, ((0, pad), (0, 0))), jnp.pad(ok, (0, pad))
+
+  def min_over_chunk(best, xs):
+    pts, pts_ok = xs
+    d = jnp.where(pts_ok[None], _sq_dist(pool_feats, sq, pts), jnp.inf)
+    return jnp.minimum(best, d.min(-1)), None
+
+  best, _ = jax.lax.scan(min_over_chunk, jnp.full((n,), jnp.inf),
+                         (centers.reshape(steps, chunk, -1), ok.reshape(steps, chunk)))
+  best = jnp.where(tied, best, -1.0)  # candidates: the tied group only
+
+  def pick(i, carry):
+    best, chosen = carry
+    j = jnp.argmax(best).astype(jnp.int32)
+    d = _sq_dist(pool_feats, sq, pool_feats[j][None])[:, 0]
+    best = jnp.where(best >= 0, jnp.minimum(best, d), best).at[j].set(-1.0)
+    return best, chosen.at[i].set(j)
+
+  _, picks = jax.lax.fori_loop(0, budget - above, pick,
+                               (best, jnp.zeros(budget, jnp.int32)))
+  i = jnp.arange(budget)
+  positions = jnp.where(i < above, top, picks[jnp.maximum(i - above, 0)])
+  return positions, scores[positions].astype(jnp.float32)
+
+
+@functools.partial(jax.jit, static_argnames=('budget', 'num_classes'))
+def select_top_balanced(scores: Array, tie: Array, classes: Array, num_valid: Array, budget: int,
+                        num_classes: int):
+  """``budget`` rows split as evenly as possible over ``classes`` (a greedy quota).
+
+  Rows are ranked as :func:`select_top` ranks them (score, then ``tie``, descending; then
+  position). Every class ``c`` in ``[0, num_classes)`` gets the quota ``q = budget //
+  num_classes``: its ``min(q, n_c)`` best-ranked rows are taken. The rest of the budget -- the
+  remainder ``budget - q C`` and the shortfall of classes with fewer than ``q`` rows -- goes to the
+  best-ranked rows not taken yet, of any class. A row whose class is outside ``[0, C)`` gets no
+  quota but may fill. Two sorts and integer counts on device: exact and independent of the mesh.
+  Returns (positions, scores) in rank order.
+  """
+  n = scores.shape[0]
+  order = _order(scores, tie, num_valid)  # rank -> position
+  rank = jnp.arange(n, dtype=jnp.int32)
+  valid_rank = rank < num_valid  # valid rows rank first
+  cls = classes.astype(jnp.int32)[order]
+  cls = jnp.where(valid_rank & (cls >= 0) & (cls < num_classes), cls, num_classes)
+  _, by_class = jax.lax.sort((cls, rank), num_keys=2)  # ranks grouped by class, best first
+  counts = jnp.zeros(num_classes + 1, jnp.int32).at[cls].add(1)
+  start = jnp.cumsum(counts) - counts
+  cls_sorted = cls[by_class]
+  within = rank - start[cls_sorted]  # rank of the row inside its class
+  in_quota = (within < budget // num_classes) & (cls_sorted < num_classes)
+  taken = jnp.zeros(n, bool).at[by_class].set(in_quota)
+  rest = valid_rank & ~taken
+  need = budget - jnp.sum(taken)
+  chosen = taken | (rest & (jnp.cumsum(rest) <= need))
+  ranks = jnp.nonzero(chosen, size=budget)[0]
+  positions = order[ranks]
+  return positions, scores[positions].astype(jnp.float32)

@@ -8,12 +8,15 @@ setup), donate_argnums=...)``; :func:`compile_steps` does exactly that for a run
 On TPU/GPU an epoch is one compiled call (:func:`train_epoch`): a ``fori_loop`` over the
 optimizer steps (the trip count is a traced ``ceil(num_labeled / batch)``), then, on recorded
 epochs, an eval-mode pass over the unlabeled pool (:func:`record_pool`) that writes each sample's
-predicted label into row ``t`` of the device-resident prediction history. On CPU the same three
+predicted label into row ``t`` of the device-resident prediction history and, when the strategy
+asks, updates running per-sample statistics of the same logits (:data:`STATS`; the training
+dynamics scores). On CPU the same three
 pieces (:func:`epoch_begin`, :func:`epoch_step`, :func:`epoch_end`) are compiled separately and
 the step loop runs in Python (``train.step_loop``; XLA:CPU runs convolution gradients 10-40x
 slower inside a loop, jax-ml/jax#12868). The labeled set and the pool are fixed-capacity index
 buffers plus a count, so a growing labeled set reuses the compiled epoch (see
-:func:`labeled_capacity`). State and history are donated, so they are updated in place.
+:func:`labeled_capacity`). State, history and statistics are donated, so they are updated in
+place.
 """
 
 from __future__ import annotations
@@ -77,14 +80,31 @@ class EpochMetrics:
     return {f.name: getattr(host, f.name).item() for f in dataclasses.fields(self)}
 
 
+# Running per-sample statistics the record pass can keep next to the prediction history, by
+# record kind: the float32 ``[P]`` arrays each kind carries (see :func:`record_pool`).
+STATS = {
+    'prob_moments': ('prob_mean', 'prob_m2'),  # Welford mean and M2 of the top-1 probability
+    'margin_sum': ('margin_sum',),  # sum of the top-1 minus top-2 logit
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class Recording:
-  """Which epochs write a row of the prediction history, and how."""
+  """Which epochs write a row of the prediction history, how, and which running statistics
+  (``stats``: kinds of :data:`STATS`) the same pool pass also keeps."""
   epochs: int
   every: int = 1
   start: int = 0
   augmented_views: bool = False
   enabled: bool = True
+  stats: tuple = ()
+
+  @property
+  def stat_fields(self) -> tuple[str, ...]:
+    """The ``[P]`` arrays of the requested statistics (empty when none is recorded)."""
+    if not self.enabled:
+      return ()
+    return tuple(f for kind in self.stats for f in STATS[kind])
 
   @property
   def num_rows(self) -> int:
@@ -96,9 +116,13 @@ class Recording:
     return offset // self.every, (offset >= 0) & (offset % self.every == 0)
 
   @classmethod
-  def from_config(cls, cfg, enabled: bool) -> 'Recording':
+  def from_config(cls, cfg, enabled: bool, stats: tuple = ()) -> 'Recording':
     d = cfg.dispersion
-    return cls(cfg.train.epochs, d.record_every, d.record_from_epoch, d.augmented_views, enabled)
+    unknown = [k for k in stats if k not in STATS]
+    if unknown:
+      raise ValueError(f'unknown record statistics {unknown}; known: {tuple(STATS)}')
+    return cls(cfg.train.epochs, d.record_every, d.record_from_epoch, d.augmented_views, enabled,
+               tuple(sorted(set(stats))))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,8 +145,10 @@ class TrainSetup:
     return self.train_cfg.batch_size
 
 
-def make_setup(cfg, mesh: Mesh, image_shape, num_classes: int, record: bool) -> TrainSetup:
-  """The :class:`TrainSetup` of a config; ``record``: whether epochs record the pool."""
+def make_setup(cfg, mesh: Mesh, image_shape, num_classes: int, record: bool,
+               stats: tuple = ()) -> TrainSetup:
+  """The :class:`TrainSetup` of a config; ``record``: whether epochs record the pool's
+  predicted labels; ``stats``: running statistics (kinds of :data:`STATS`) recorded with them."""
   d = mesh.size
   t = cfg.train
   if t.batch_size % d:
@@ -132,7 +158,7 @@ def make_setup(cfg, mesh: Mesh, image_shape, num_classes: int, record: bool) -> 
       model=models.create_model(cfg.model, num_classes), tx=make_optimizer(t), mesh=mesh,
       train_cfg=ml_collections.FrozenConfigDict(t), image_shape=tuple(image_shape), num_classes=num_classes,
       chunk=parallel.round_up(t.eval_batch_size, d),
-      recording=Recording.from_config(cfg, record),
+      recording=Recording.from_config(cfg, record, stats),
       shard_train=shards_train_images(cfg),
       compute_dtype=jnp.bfloat16 if cfg.model.dtype == 'bfloat16' else jnp.float32,
       step_loop=step_loop(cfg, mesh))
@@ -255,6 +281,11 @@ def empty_history(setup: TrainSetup, pool_capacity: int) -> Array:
   return jnp.full(shape, -1, history_dtype(setup.num_classes))
 
 
+def empty_stats(setup: TrainSetup, pool_capacity: int) -> dict:
+  """Zeroed running statistics ``{field: float32 [pool_capacity]}`` ({} when none is kept)."""
+  return {f: jnp.zeros((pool_capacity,), jnp.float32) for f in setup.recording.stat_fields}
+
+
 def variables(state: TrainState) -> dict:
   return {'params': state.params, 'batch_stats': state.batch_stats}
 
@@ -297,10 +328,20 @@ def train_step(setup: TrainSetup, state: TrainState, data: DeviceData, idx: Arra
 
 
 def record_pool(setup: TrainSetup, state: TrainState, data: DeviceData, history: Array,
-                pool: Array, num_pool: Array, key: Array) -> Array:
-  """Writes the predicted label of every pool sample into the epoch's history row."""
+                stats: dict, pool: Array, num_pool: Array, key: Array) -> tuple[Array, dict]:
+  """Writes the predicted label of every pool sample into the epoch's history row, and updates
+  the running statistics ``stats`` (:data:`STATS`) from the same logits: one forward pass.
+
+  * ``prob_moments``: Welford's running mean and M2 (sum of squared deviations) of the top-1
+    softmax probability of each epoch (the probability of that epoch's own predicted class),
+    so ``std = sqrt(M2 / T)`` at the end; numerically stable, two floats per sample;
+  * ``margin_sum``: the running sum of the top-1 minus top-2 logit.
+
+  Statistics are elementwise over ``[P]`` (never ``[T, P, C]``); padding rows stay 0.
+  """
   slot, _ = setup.recording.slot(state.epoch)
   v = variables(state)
+  kinds = setup.recording.stats if setup.recording.enabled else ()
 
   def predict(idx, valid):
     keys = None
@@ -308,10 +349,43 @@ def record_pool(setup: TrainSetup, state: TrainState, data: DeviceData, history:
       keys = jax.vmap(jax.random.fold_in, (None, 0))(key, idx)
     logits = setup.model.apply(v, model_inputs(setup, data, idx, keys), train=False)
     labels = jnp.argmax(logits, -1).astype(history.dtype)
-    return jnp.where(valid, labels, jnp.array(-1, history.dtype))
+    labels = jnp.where(valid, labels, jnp.array(-1, history.dtype))
+    if not kinds:
+      return labels
+    return labels, _per_sample_statistics(logits.astype(jnp.float32), kinds, valid)
 
-  row = parallel.map_in_chunks(predict, pool, num_pool, setup.chunk, setup.mesh)
-  return jax.lax.dynamic_update_slice(history, row[None], (slot, 0))
+  out = parallel.map_in_chunks(predict, pool, num_pool, setup.chunk, setup.mesh)
+  if kinds:
+    row, values = out
+    stats = _update_stats(stats, values, (slot + 1).astype(jnp.float32))
+  else:
+    row = out
+  return jax.lax.dynamic_update_slice(history, row[None], (slot, 0)), stats
+
+
+def _per_sample_statistics(logits: Array, kinds: tuple, valid: Array) -> dict:
+  """This epoch's value of each statistic for a chunk of logits ``[chunk, C]``."""
+  out = {}
+  top1 = logits.max(-1)
+  if 'prob_moments' in kinds:  # max softmax = exp(0) / sum exp(z - max z)
+    out['top_prob'] = 1.0 / jnp.sum(jnp.exp(logits - top1[:, None]), -1)
+  if 'margin_sum' in kinds:  # the top-1 entry masked out (not lax.top_k: 25x slower on CPU)
+    first = jnp.arange(logits.shape[-1]) == jnp.argmax(logits, -1)[:, None]
+    out['margin'] = top1 - jnp.where(first, -jnp.inf, logits).max(-1)
+  return {k: jnp.where(valid, x, 0.0) for k, x in out.items()}
+
+
+def _update_stats(stats: dict, values: dict, n: Array) -> dict:
+  """Adds epoch ``n`` (1-based count of recorded epochs) to the running statistics."""
+  stats = dict(stats)
+  if 'top_prob' in values:
+    x, mean = values['top_prob'], stats['prob_mean']
+    delta = x - mean
+    mean = mean + delta / n
+    stats['prob_mean'], stats['prob_m2'] = mean, stats['prob_m2'] + delta * (x - mean)
+  if 'margin' in values:
+    stats['margin_sum'] = stats['margin_sum'] + values['margin']
+  return stats
 
 
 def epoch_begin(setup: TrainSetup, state: TrainState, labeled: Array, num_labeled: Array,
@@ -344,26 +418,29 @@ def epoch_step(setup: TrainSetup, step: Array, state: TrainState, sums: StepSums
                          first_bad)
 
 
-def epoch_end(setup: TrainSetup, state: TrainState, history: Array, sums: StepSums,
+def epoch_end(setup: TrainSetup, state: TrainState, history: Array, stats: dict, sums: StepSums,
               data: DeviceData, pool: Array, num_pool: Array, k_pool: Array, lr: Array,
-              num_steps: Array) -> tuple[TrainState, Array, EpochMetrics]:
-  """On recorded epochs, scores the pool into the history; returns the epoch's metrics."""
+              num_steps: Array) -> tuple[TrainState, Array, dict, EpochMetrics]:
+  """On recorded epochs, scores the pool into the history (and the running statistics);
+  returns the epoch's metrics."""
   if setup.recording.num_rows:
     _, recorded = setup.recording.slot(state.epoch)
-    history = jax.lax.cond(
-        recorded, lambda h: record_pool(setup, state, data, h, pool, num_pool, k_pool),
-        lambda h: h, history)
+    history, stats = jax.lax.cond(
+        recorded, lambda h, s: record_pool(setup, state, data, h, s, pool, num_pool, k_pool),
+        lambda h, s: (h, s), history, stats)
   metrics = EpochMetrics(loss=sums.loss / sums.count, train_accuracy=sums.correct / sums.count,
                          steps=num_steps, learning_rate=lr, finite=jnp.isfinite(sums.loss),
                          first_bad_step=sums.first_bad_step)
-  return state.replace(epoch=state.epoch + 1), history, metrics
+  return state.replace(epoch=state.epoch + 1), history, stats, metrics
 
 
-def train_epoch(setup: TrainSetup, state: TrainState, history: Array, data: DeviceData,
-                labeled: Array, num_labeled: Array, pool: Array, num_pool: Array, key: Array):
+def train_epoch(setup: TrainSetup, state: TrainState, history: Array, stats: dict,
+                data: DeviceData, labeled: Array, num_labeled: Array, pool: Array,
+                num_pool: Array, key: Array):
   """One epoch over the labeled set, then (on recorded epochs) one pass over the pool.
 
-  Returns the new state (``epoch`` + 1), the history and the epoch's :class:`EpochMetrics`.
+  Returns the new state (``epoch`` + 1), the history, the running statistics (``{}`` unless
+  the setup records some) and the epoch's :class:`EpochMetrics`.
   """
   state, shuffled, (k_steps, k_pool), lr, sums = epoch_begin(setup, state, labeled,
                                                              num_labeled, key)
@@ -373,7 +450,8 @@ def train_epoch(setup: TrainSetup, state: TrainState, history: Array, data: Devi
     return epoch_step(setup, s, *carry, data, shuffled, num_labeled, k_steps)
 
   state, sums = jax.lax.fori_loop(0, num_steps, step, (state, sums))
-  return epoch_end(setup, state, history, sums, data, pool, num_pool, k_pool, lr, num_steps)
+  return epoch_end(setup, state, history, stats, sums, data, pool, num_pool, k_pool, lr,
+                   num_steps)
 
 
 def evaluate(setup: TrainSetup, state: TrainState, data: DeviceData) -> dict:
@@ -401,8 +479,10 @@ class Steps:
   """The jitted steps of one :class:`TrainSetup` (compiled once, reused by every round)."""
   init: Callable  # (key) -> TrainState
   empty_history: Callable  # (pool_capacity) -> history, split along the pool
-  train_epoch: Callable  # (state, history, data, labeled, n, pool, n_pool, key) -> (s, h, m)
+  # (state, history, stats, data, labeled, n, pool, n_pool, key) -> (state, history, stats, m)
+  train_epoch: Callable
   evaluate: Callable  # (state, data) -> {'accuracy', 'class_correct'}
+  empty_stats: Callable  # (pool_capacity) -> {field: float32 [pool_capacity]}, split
 
 
 def compile_steps(setup: TrainSetup) -> Steps:
@@ -411,11 +491,13 @@ def compile_steps(setup: TrainSetup) -> Steps:
   init = jax.jit(functools.partial(init_state, setup), out_shardings=parallel.replicated(mesh))
   history = jax.jit(functools.partial(empty_history, setup), static_argnums=(0,),
                     out_shardings=parallel.sharded(mesh, 2, axis=1))
+  stats = jax.jit(functools.partial(empty_stats, setup), static_argnums=(0,),
+                  out_shardings=parallel.sharded(mesh, 1))
   if setup.step_loop == 'device':
-    epoch = jax.jit(functools.partial(train_epoch, setup), donate_argnums=(0, 1))
+    epoch = jax.jit(functools.partial(train_epoch, setup), donate_argnums=(0, 1, 2))
   else:
     epoch = _host_loop_epoch(setup)
-  return Steps(init, history, epoch, jax.jit(functools.partial(evaluate, setup)))
+  return Steps(init, history, epoch, jax.jit(functools.partial(evaluate, setup)), stats)
 
 
 def _host_loop_epoch(setup: TrainSetup) -> Callable:
@@ -423,12 +505,12 @@ def _host_loop_epoch(setup: TrainSetup) -> Callable:
   end) dispatched asynchronously; nothing but the step count is read back."""
   begin = jax.jit(functools.partial(epoch_begin, setup), donate_argnums=(0,))
   step = jax.jit(functools.partial(epoch_step, setup), donate_argnums=(1, 2))
-  end = jax.jit(functools.partial(epoch_end, setup), donate_argnums=(0, 1))
+  end = jax.jit(functools.partial(epoch_end, setup), donate_argnums=(0, 1, 2))
   # Several (simulated) CPU devices: wait for each step before dispatching the next. With
   # several collective programs in flight on busy cores, XLA:CPU's rendezvous can deadlock.
   one_at_a_time = setup.mesh.devices.flat[0].platform == 'cpu' and setup.mesh.size > 1
 
-  def epoch(state, history, data, labeled, num_labeled, pool, num_pool, key):
+  def epoch(state, history, stats, data, labeled, num_labeled, pool, num_pool, key):
     n = int(num_labeled)
     state, shuffled, (k_steps, k_pool), lr, sums = begin(state, labeled, num_labeled, key)
     num_steps = -(-n // setup.batch_size)
@@ -436,7 +518,8 @@ def _host_loop_epoch(setup: TrainSetup) -> Callable:
       state, sums = step(jnp.int32(s), state, sums, data, shuffled, num_labeled, k_steps)
       if one_at_a_time:
         jax.block_until_ready(sums)
-    out = end(state, history, sums, data, pool, num_pool, k_pool, lr, jnp.int32(num_steps))
+    out = end(state, history, stats, sums, data, pool, num_pool, k_pool, lr,
+              jnp.int32(num_steps))
     if one_at_a_time:
       jax.block_until_ready(out)
     return out

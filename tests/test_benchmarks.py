@@ -21,6 +21,7 @@ EXPECTED = {
     'device_scaling': {'devices', 'selected_ids_identical', 'max_accuracy_diff'},
     'torch_reference': {'measured', 'pool_scoring_speedup', 'round_speedup',
                         'batched_pool_scoring_speedup', 'batched_round_speedup'},
+    'record_cost': {'record_cost_ratio', 'record_cost_ratio_max', 'goal'},
 }
 
 

@@ -49,9 +49,10 @@ def run_epochs(num_devices, epochs=1, num_labeled=300, step_loop='auto'):
   (labeled, nl), (pool, npool) = buffers(setup, np.arange(num_labeled),
                                          np.arange(num_labeled, 1000))
   state, history = steps.init(jax.random.key(0)), steps.empty_history(pool.shape[0])
+  stats = steps.empty_stats(pool.shape[0])
   for _ in range(epochs):
-    state, history, metrics = steps.train_epoch(state, history, data, labeled, nl, pool, npool,
-                                                jax.random.key(1))
+    state, history, stats, metrics = steps.train_epoch(state, history, stats, data, labeled, nl,
+                                                       pool, npool, jax.random.key(1))
   return state, history, metrics.to_host(), steps.evaluate(state, data)['accuracy']
 
 
@@ -96,8 +97,8 @@ def test_labeled_sets_in_one_bucket_compile_the_epoch_once(step_loop):
   for n in (1000, 1400):
     (labeled, nl), (pool, npool) = buffers(setup, np.arange(n), np.arange(1500, 2000))
     state, history = steps.init(jax.random.key(0)), steps.empty_history(pool.shape[0])
-    state, history, metrics = steps.train_epoch(state, history, data, labeled, nl, pool, npool,
-                                                jax.random.key(1))
+    state, history, _, metrics = steps.train_epoch(state, history, {}, data, labeled, nl, pool,
+                                                   npool, jax.random.key(1))
     assert int(metrics.steps) == -(-n // 64)
   after = compile_counter.compile_counts()
   assert {f: after[f] - before[f] for f in names} == {f: 1 for f in names}
@@ -150,8 +151,8 @@ def test_sharded_training_images_gather_exactly_and_train_like_replicated():
     assert setup.shard_train == (placement == 'sharded')
     (labeled, nl), (pool, npool) = buffers(setup, np.arange(300), np.arange(300, 1000))
     state, history = steps.init(jax.random.key(0)), steps.empty_history(pool.shape[0])
-    state, history, _ = steps.train_epoch(state, history, data, labeled, nl, pool, npool,
-                                          jax.random.key(1))
+    state, history, _, _ = steps.train_epoch(state, history, {}, data, labeled, nl, pool, npool,
+                                             jax.random.key(1))
     results.append((data, state, history))
   (d_rep, s_rep, h_rep), (d_sh, s_sh, h_sh) = results
   assert d_sh.train_images.sharding.spec == jax.P('data', None, None, None)

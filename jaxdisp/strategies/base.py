@@ -2,8 +2,11 @@
 
 A strategy declares what it needs and says how to score or select:
 
-* ``records``: per-epoch statistics of the pool recorded during training (``'labels'``: each
-  epoch's predicted label, the prediction history label dispersion is computed from);
+* ``records``: per-epoch statistics of the pool recorded during training, all from the same
+  pool pass (:data:`RECORDS`): ``'labels'``, each epoch's predicted label, the prediction
+  history label dispersion is computed from; ``'prob_moments'``, the running mean and M2 of
+  each epoch's top-1 probability; ``'margin_sum'``, the running sum of the top-1 minus top-2
+  logit (asking for any record also records the history);
 * ``outputs`` / ``labeled_outputs``: per-sample outputs of the round's final model on the pool /
   on the labeled set, computed in one pass (``'features'``, ``'logits'``, ``'probs'``,
   ``'bald'``, or any output registered with :func:`register_output`);
@@ -32,8 +35,11 @@ from jaxdisp.errors import ConfigError
 
 Array = jax.Array
 
-# Per-epoch pool statistics the record path can write.
-RECORDS = ('labels',)
+# Per-epoch pool statistics the record path can write: the prediction history, and the running
+# statistics of ``train.STATS`` (``view.stats``).
+RECORDS = ('labels',) + tuple(train.STATS)
+# Rules that order equal scores at the selection boundary (``Strategy.tie_break``).
+TIE_RULES = ('random', 'entropy', 'margin', 'kcenter')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,10 +55,18 @@ class PoolView:
   labeled_outputs: dict  # name -> [L, ...] the same on the labeled set
   num_labeled: Array
   key: Array  # the round's scoring key (random orders, Monte-Carlo draws)
+  # running record statistics, float32 [P] each (``train.STATS``): 'prob_mean', 'prob_m2' for
+  # records 'prob_moments', 'margin_sum' for 'margin_sum'; over ``num_recorded`` epochs
+  stats: dict = dataclasses.field(default_factory=dict)
 
   @property
   def capacity(self) -> int:
     return self.history.shape[1]
+
+  @property
+  def num_recorded(self) -> int:
+    """T: the epochs the history and the running statistics were recorded at."""
+    return self.history.shape[0]
 
   def label_dispersion(self) -> Array:
     """``1 - f_x / T`` of every pool position, with the config's ``dispersion.*`` options
@@ -84,7 +98,7 @@ class Strategy:
   labeled_outputs: tuple = ()
   score: Callable[[PoolView], Array] | None = None
   select: Callable[[PoolView, int], tuple[Array, Array]] | None = None
-  tie_break: Callable[[Any], str] = _random_tie  # cfg -> 'random' | 'entropy' | 'margin'
+  tie_break: Callable[[Any], str] = _random_tie  # cfg -> one of TIE_RULES
   check_config: Callable[[Any], None] = _no_check
   needs_dropout: bool = False  # Monte-Carlo dropout: needs model.dropout > 0 (sweep checks it)
 
@@ -219,11 +233,18 @@ TIE_BREAKS = {'entropy': entropy, 'margin': neg_margin}
 
 
 def tie_key(rule: str, view: PoolView, key: Array) -> Array:
-  """Secondary key among equal scores: keyed random, or the final model's uncertainty."""
+  """Secondary key among equal scores: keyed random, or the final model's uncertainty.
+  (``kcenter`` is not a key but a selection among the tied group: ``al_loop.select``.)"""
   if rule == 'random':
     return jax.random.uniform(key, (view.capacity,))
   return TIE_BREAKS[rule](view.outputs['probs'])
 
 
 def tie_outputs(rule: str) -> tuple[str, ...]:
-  return () if rule == 'random' else ('probs',)
+  """The pool outputs the tie rule reads."""
+  return {'random': (), 'kcenter': ('features',)}.get(rule, ('probs',))
+
+
+def tie_labeled_outputs(rule: str) -> tuple[str, ...]:
+  """The labeled-set outputs the tie rule reads (k-center: distances to the labeled set)."""
+  return ('features',) if rule == 'kcenter' else ()
