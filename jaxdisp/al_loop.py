@@ -105,7 +105,9 @@ class Experiment:
     mesh = mesh if mesh is not None else parallel.make_mesh(cfg.num_devices)
     strategy = strategies.get(cfg.strategy)
     record = bool(strategy.records) or cfg.dispersion.record_always
-    stats = tuple(r for r in strategy.records if r != 'labels')  # train.STATS kinds
+    # train.STATS kinds: the strategy's; all of them with record_always (for the diagnostics)
+    stats = (tuple(train.STATS) if cfg.dispersion.record_always
+             else tuple(r for r in strategy.records if r != 'labels'))
     setup = train.make_setup(cfg, mesh, dataset.image_shape, dataset.num_classes, record, stats)
     frozen = ml_collections.FrozenConfigDict(cfg)
     pool_pass = jax.jit(functools.partial(strategies.pool_outputs, setup, frozen),
@@ -305,7 +307,9 @@ def _argmax(probs):
 
 def pool_diagnostics(exp: Experiment, ctx: RoundCtx, scored: Scored) -> dict:
   """Per-pool-sample dispersion, margin, entropy (BALD with dropout) and correctness of the
-  round's model, from the outputs selection used (no further pool pass). Host arrays trimmed
+  round's model, from the outputs selection used (no further pool pass); with a prediction
+  history also ``flips``, and ``variability`` / ``margin_dynamics`` when their running statistics
+  were recorded (``dispersion.record_always`` records all of them). Host arrays trimmed
   to the ``num_pool`` real samples."""
   n = int(ctx.num_pool)
   out = scored.view.outputs
@@ -324,6 +328,15 @@ def pool_diagnostics(exp: Experiment, ctx: RoundCtx, scored: Scored) -> dict:
         denominator=d.denominator))[:n]
   else:
     diag['dispersion'] = np.full((n,), np.nan, np.float32)
+  if ctx.history.shape[0]:  # the training-dynamics siblings, from what was recorded
+    t = ctx.history.shape[0]
+    diag['flips'] = parallel.to_host(disp.label_changes(ctx.history))[:n].astype(np.float32)
+    if 'prob_m2' in ctx.stats:  # std over epochs of each epoch's top-1 probability
+      m2 = parallel.to_host(ctx.stats['prob_m2'])[:n]
+      diag['variability'] = np.sqrt(np.maximum(m2 / t, 0.0)).astype(np.float32)
+    if 'margin_sum' in ctx.stats:  # mean top-1 minus top-2 logit (low = uncertain)
+      diag['margin_dynamics'] = (parallel.to_host(ctx.stats['margin_sum'])[:n] / t).astype(
+          np.float32)
   if 'bald' in out:
     diag['bald'] = parallel.to_host(out['bald'])[:n]
   return diag

@@ -126,6 +126,9 @@ def base_config() -> ml_collections.ConfigDict:
   # diagnostics/round_<r>.npz: each pool sample's dispersion, margin, entropy (BALD with
   # dropout) and whether the round's model got it right -- for jaxdisp.report (1 pool pass)
   c.log.pool_diagnostics = True
+  # also score the pool after the last round (no query) and write its diagnostics: with
+  # al.rounds=0, an uncertainty evaluation of the initial model alone (jaxdisp.report)
+  c.log.final_diagnostics = False
   return c
 
 

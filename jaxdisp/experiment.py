@@ -173,14 +173,20 @@ class Runner:
       t2 = time.perf_counter()
       chosen = al_loop.select(exp, ctx, scored)
       seconds[1:] = [t2 - t1, time.perf_counter() - t2]
-      if self.workdir is not None and self.cfg.log.pool_diagnostics:
-        diag = al_loop.pool_diagnostics(exp, ctx, scored)  # collectives: every process gathers
-        if self.primary:
-          io_utils.save_npz_atomic(
-              os.path.join(self.workdir, 'diagnostics', f'round_{ctx.round}.npz'), **diag)
+      self._write_diagnostics(ctx, scored)
+    elif self.cfg.log.final_diagnostics and len(ctx.pool_ids):  # the last model, no query
+      self._write_diagnostics(ctx, al_loop.score_pool(exp, ctx))
     return al_loop.finish_round(state, exp, ctx, accuracy, chosen, seconds, per_class)
 
   # ---- side effects around the steps ----------------------------------------------------------
+
+  def _write_diagnostics(self, ctx: al_loop.RoundCtx, scored: al_loop.Scored) -> None:
+    if self.workdir is None or not self.cfg.log.pool_diagnostics:
+      return
+    diag = al_loop.pool_diagnostics(self.exp, ctx, scored)  # collectives: every process joins
+    if self.primary:
+      io_utils.save_npz_atomic(
+          os.path.join(self.workdir, 'diagnostics', f'round_{ctx.round}.npz'), **diag)
 
   def _resume(self, ctx: al_loop.RoundCtx) -> al_loop.RoundCtx:
     if self.ckpt is None:

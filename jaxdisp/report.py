@@ -35,8 +35,9 @@ that point's count). Labels saved = N - n (negative: more labels than random). A
 gets there is reported as ``never reaches random's final accuracy (best x%)``.
 
 **Uncertainty evaluation** (``W/<run>/diagnostics/round_<r>.npz``: ``ids``, ``dispersion``,
-``margin``, ``entropy``, ``correct``, optionally ``bald``): each score -- highest dispersion /
-entropy / BALD, lowest margin = most uncertain -- is a detector of the round-r model's mistakes
+``margin``, ``entropy``, ``correct``, optionally ``bald``, ``flips``, ``variability``,
+``margin_dynamics``): each score -- highest dispersion / entropy / BALD / flips / variability,
+lowest margin / margin dynamics = most uncertain -- is a detector of the round-r model's mistakes
 on the pool (mistake = positive). AUROC = P(s+ > s-) + 1/2 P(s+ = s-) (midranks: a tie counts
 half); AUPR = average precision, the sum over the distinct score values (a tied block enters at
 once) of (recall gain) x (precision), no interpolation; top-p% accuracy = the model's accuracy
@@ -73,7 +74,10 @@ from jaxdisp.io_utils import ArgumentParser, atomic_write
 PERCENTS = (1, 5, 10)
 # score name, column in the npz, True = the highest values are the most uncertain
 SCORES = (('dispersion', 'dispersion', True), ('margin', 'margin', False),
-          ('entropy', 'entropy', True), ('BALD', 'bald', True))
+          ('entropy', 'entropy', True), ('BALD', 'bald', True), ('flips', 'flips', True),
+          ('variability', 'variability', True),
+          ('margin dynamics', 'margin_dynamics', False))
+_LOWEST = {name for name, _, highest in SCORES if not highest}
 # config keys that may differ between the runs of one report without a warning, beyond the
 # result-neutral ones (config_lib.NON_RESULT_KEYS)
 _PER_RUN_KEYS = ('strategy', 'seed')
@@ -424,7 +428,8 @@ def diagnostics_of_file(path: str) -> dict:
       raise ValueError(f'missing array(s) {", ".join(missing)}')
     arrays = {k: np.asarray(z[k]) for k in z.files}
   size = len(arrays['ids'])
-  bad = [k for k in _REQUIRED_DIAG + ('bald',) if k in arrays and arrays[k].shape != (size,)]
+  bad = [k for k in _REQUIRED_DIAG + tuple(c for _, c, _ in SCORES)
+         if k in arrays and arrays[k].shape != (size,)]
   if bad:
     raise ValueError(f'array(s) {", ".join(bad)} do not have the shape of ids ({size},)')
   if size == 0:
@@ -498,10 +503,11 @@ def pool_passes(strategy: str, config: dict) -> str:
 
 
 def costs(runs) -> list[dict]:
-  """Per strategy: pool passes, mean train and score+select seconds per round, runs."""
+  """Per strategy: pool passes, mean seconds per round of training (all rounds), scoring and
+  selection (the rounds that queried), and ``query`` = score + select; runs."""
   out = []
   for s, mine in runs_by_strategy(runs).items():
-    train, query = [], []
+    train, score, select = [], [], []
     for r in mine:
       rounds = r.config.get('al', {}).get('rounds')
       for i, sec in enumerate(r.seconds):
@@ -509,10 +515,12 @@ def costs(runs) -> list[dict]:
           train.append(float(sec['train']))
         queried = i < rounds if rounds is not None else i < len(r.seconds) - 1
         if queried and 'score' in sec:
-          query.append(float(sec['score']) + float(sec.get('select', 0.0)))
+          score.append(float(sec['score']))
+          select.append(float(sec.get('select', 0.0)))
+    mean = lambda v: float(np.mean(v)) if v else float('nan')
     out.append({'strategy': s, 'passes': pool_passes(s, mine[0].config), 'runs': len(mine),
-                'train': float(np.mean(train)) if train else float('nan'),
-                'query': float(np.mean(query)) if query else float('nan')})
+                'train': mean(train), 'score': mean(score), 'select': mean(select),
+                'query': mean([a + b for a, b in zip(score, select)])})
   return out
 
 
@@ -714,7 +722,9 @@ def build(workdir: str, allow_mixed_models: bool = False) -> tuple[str, dict]:
     md += ['No pool diagnostics (`<run>/diagnostics/round_<r>.npz`) found: skipped.', '']
   else:
     md += ["Each score ranks the pool that round r's final model scored in round r: highest "
-           'dispersion / entropy / BALD, lowest margin (top-1 minus top-2 probability) = most '
+           'dispersion / entropy / BALD / flips / variability, lowest margin (top-1 minus top-2 '
+           'probability) / margin dynamics (mean top-1 minus top-2 logit over the recorded '
+           'epochs) = most '
            "uncertain. A mistake (the model's prediction differs from the label) is a positive, "
            'the score is the detector. **AUROC** = P(s+ > s-) + 1/2 P(s+ = s-) over all '
            '(mistake, correct) pairs: ties count half (midranks), 0.5 = chance. **AUPR** = '
@@ -726,7 +736,7 @@ def build(workdir: str, allow_mixed_models: bool = False) -> tuple[str, dict]:
            '| strategy | round | score | AUROC | AUPR | error rate | runs |',
            '|---|---:|---|---:|---:|---:|---:|']
     for row in rows:
-      direction = 'lowest' if row['score'] == 'margin' else 'highest'
+      direction = 'lowest' if row['score'] in _LOWEST else 'highest'
       md.append(f'| {row["strategy"]} | {row["round"]} | {row["score"]} ({direction}) | '
                 f'{_mean_std(row["auroc"], 3)} | {_mean_std(row["aupr"], 3)} | '
                 f'{_mean_std(row["error_rate"], 3)} | {row["runs"]} |')
@@ -741,7 +751,7 @@ def build(workdir: str, allow_mixed_models: bool = False) -> tuple[str, dict]:
            '| strategy | round | score | top 1% | top 5% | top 10% | whole pool | runs |',
            '|---|---:|---|---:|---:|---:|---:|---:|']
     for row in rows:
-      direction = 'lowest' if row['score'] == 'margin' else 'highest'
+      direction = 'lowest' if row['score'] in _LOWEST else 'highest'
       md.append(f'| {row["strategy"]} | {row["round"]} | {row["score"]} ({direction}) | '
                 + ' | '.join(_mean_std(row['top'][:, j]) for j in range(len(PERCENTS)))
                 + f' | {_mean_std(row["pool_accuracy"])} | {row["runs"]} |')
@@ -814,17 +824,18 @@ def _cost_section(runs) -> list[str]:
   md = ['## Cost of each strategy', '',
         "Forward passes over the scored pool per round for the strategy's own score, and the "
         "runs' measured seconds per round (results.json `seconds`, mean over runs and rounds): "
-        'training (all rounds) and score + select (the rounds that queried). Dispersion records '
+        'training (all rounds), scoring and selection (the rounds that queried). Dispersion records '
         'its T passes inside the training epochs, so they are in its training time (compare '
         "with another strategy's training time under the same protocol); the extra pool pass "
         'that writes the diagnostics above is not timed. Entropy and margin cost one pass '
         'whichever strategy selected.', '',
-        '| strategy | pool passes per round | train (s/round) | score + select (s/round) | runs |',
-        '|---|---|---:|---:|---:|']
+        '| strategy | pool passes per round | train (s/round) | score (s/round) | '
+        'select (s/round) | runs |',
+        '|---|---|---:|---:|---:|---:|']
   for c in costs(runs):
-    cell = lambda x: '-' if np.isnan(x) else f'{x:.1f}'
-    md.append(f'| {c["strategy"]} | {c["passes"]} | {cell(c["train"])} | {cell(c["query"])} | '
-              f'{c["runs"]} |')
+    cell = lambda x: '-' if np.isnan(x) else f'{x:.2f}'
+    md.append(f'| {c["strategy"]} | {c["passes"]} | {cell(c["train"])} | {cell(c["score"])} | '
+              f'{cell(c["select"])} | {c["runs"]} |')
   return md + ['']
 
 

@@ -5,9 +5,10 @@ import flax
 import numpy as np
 import pytest
 
-from _helpers import cli, load_results, tiny_config
+from _helpers import TINY, cli, load_results, tiny_config
 from jaxdisp import al_loop, checkpointing, config_lib, data, oracle
 from jaxdisp.errors import ConfigError
+from jaxdisp.experiment import run as run_experiment
 
 
 def test_simulated_answers_flip_the_given_fraction_to_another_class_reproducibly():
@@ -85,3 +86,31 @@ def test_a_round_checkpoint_of_an_older_version_is_upgraded(tmp_path):
   assert int(state.round) == 1 and float(state.test_accuracy[0]) == 0.5 and meta['round'] == 0
   assert state.class_accuracy.shape == (3, 3) and np.isnan(state.class_accuracy).all()
   assert (state.labeled_round == new.labeled_round).all()
+
+
+def test_final_diagnostics_evaluate_every_recorded_score_of_the_initial_model(tmp_path):
+  """al.rounds=0 + log.final_diagnostics: the initial model's pool diagnostics alone, with every
+  training-dynamics score (dispersion.record_always records all of them), and the report ranks
+  each one."""
+  from jaxdisp import report  # pylint: disable=g-import-not-at-top
+  run = tmp_path / 'random-seed0'
+  run_experiment(tiny_config(strategy='random', **{
+      'al.rounds': 0, 'log.final_diagnostics': True, 'dispersion.record_always': True,
+      'model.dropout': 0.3}), str(run))
+  res = load_results(run)
+  assert len(res['rounds']) == 1 and res['rounds'][0]['selected'] == []
+  with np.load(run / 'diagnostics' / 'round_0.npz') as z:
+    d = {k: z[k] for k in z.files}
+  assert set(d) == {'ids', 'correct', 'margin', 'entropy', 'bald', 'dispersion', 'flips',
+                    'variability', 'margin_dynamics'}
+  assert len(d['ids']) == 500  # the whole unlabeled pool: 600 - 100
+  t = TINY['train.epochs']  # every epoch recorded
+  # flips counts changes between consecutive epochs: no change <=> a single label <=> dispersion 0
+  assert ((d['flips'] == 0) == (d['dispersion'] == 0)).all()
+  assert (d['flips'] <= t - 1).all() and (d['flips'] == np.round(d['flips'])).all()
+  assert (d['variability'] >= 0).all() and (d['variability'] <= 0.5).all()  # std of [0, 1] values
+  assert (d['margin_dynamics'] >= 0).all()  # a top-1 minus top-2 logit, averaged
+  text = open(report.write_report(str(tmp_path))).read()
+  for score in ('dispersion (highest)', 'flips (highest)', 'variability (highest)',
+                'margin dynamics (lowest)', 'BALD (highest)', 'margin (lowest)'):
+    assert f'| random | 0 | {score} |' in text, score

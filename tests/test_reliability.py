@@ -287,7 +287,7 @@ def test_no_intact_round_checkpoint_starts_over_and_a_damaged_train_checkpoint_r
   assert ck.train.all_steps() == []
   assert ck.maybe_save_train(1, 2, state, history)  # an earlier epoch of the round: saved
   ck.wait()
-  restored, _ = ck.restore_train(1, {'w': jnp.zeros(4)}, history)
+  restored, _, _ = ck.restore_train(1, {'w': jnp.zeros(4)}, history)
   np.testing.assert_array_equal(restored['w'], np.arange(4.0))
   ck.close()
 

@@ -477,10 +477,10 @@ def test_cost_table(tmp_path):
   text = open(report.write_report(str(tmp_path))).read()
   _, body = md_table(text, 'strategy | pool passes per round')
   got = {r[0]: r[1:] for r in body}
-  # train: (10 + 12 + 14 + 11 + 13 + 15) / 6 = 12.5; score + select: (1.5 + 2.5) * 2 / 4 = 2.
+  # train: (10 + 12 + 14 + 11 + 13 + 15) / 6 = 12.5; score: (1 + 2) * 2 / 4 = 1.5; select 0.5.
   assert got['dispersion'] == ['20 (T: one per recorded epoch, during training; none after)',
-                               '12.5', '2.0', '2']
-  assert got['random'] == ['0', '9.0', '0.1', '1']
+                               '12.50', '1.50', '0.50', '2']
+  assert got['random'] == ['0', '9.00', '0.00', '0.10', '1']
 
 
 def test_report_without_diagnostics_says_so(sweep_dir):
