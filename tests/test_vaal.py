@@ -152,6 +152,19 @@ def test_same_ids_on_one_and_four_devices_lowest_d_deterministic_one_compile():
   assert set(got[1][0].tolist()) == set(np.argsort(d_mu)[:budget].tolist())
 
 
+def test_device_step_loop_selects_as_the_host_loop():
+  """TPU/GPU run a round's iterations as one compiled loop (train.step_loop=device): the same
+  training as one call per iteration (forced here on CPU)."""
+  scores = {}
+  for loop in ('host', 'device'):
+    cfg = tiny_config(strategy='vaal', **{**TINY_VAAL, 'train.step_loop': loop})
+    view = pool_view(cfg, MESHES[1])
+    scores[loop] = np.asarray(vaal.score(view))[:200]
+  np.testing.assert_allclose(scores['device'], scores['host'], rtol=1e-4, atol=1e-4)
+  assert (np.argsort(-scores['device'], kind='stable')[:20].tolist()
+          == np.argsort(-scores['host'], kind='stable')[:20].tolist())
+
+
 def test_nonfinite_vaal_loss_is_one_line_numerical_error():
   cfg = tiny_config(strategy='vaal', **{**TINY_VAAL, 'vaal.epochs': 0.2})
   cfg.vaal.learning_rate = 1e30  # past check_config: the VAE blows up at once
@@ -186,6 +199,17 @@ def test_cli_refuses_a_bad_vaal_value_with_one_line(tmp_path):
   assert proc.returncode == 2
   assert proc.stderr.strip().splitlines()[-1] == ('error: vaal.beta=-1.0 must be a finite '
                                                   'number >= 0')
+
+
+def test_sweep_and_report_read_vaal_from_the_registry():
+  from jaxdisp import report, sweep  # pylint: disable=g-import-not-at-top
+  runs = sweep.plan(tiny_config, ['vaal', 'random'], [0], [('vaal.width', '4')])
+  assert [(s, c.vaal.width) for s, _, c in runs] == [('vaal', 4), ('random', 4)]
+  with pytest.raises(ConfigError, match=r'^vaal-seed0: vaal.epochs=-1.0 must be'):
+    sweep.plan(tiny_config, ['vaal'], [0], [('vaal.epochs', '-1')])
+  cost = report.pool_passes('vaal', runs[0][2].to_dict())
+  assert cost.startswith('VAE + D from scratch: 100.0 x (L + P) / 128 iterations'), cost
+  assert 'vaal' in strategies.builtin_names()
 
 
 # ---- end to end -------------------------------------------------------------------------------
