@@ -14,7 +14,9 @@ As in the authors' code:
   4w, ...`` (``w = vaal.width``, 128 in the paper), then two linear heads mu and log sigma^2
   (``vaal.latent_dim``, 32). Decoder: linear to ``top x h0 x w0``, transposed convolutions k4 s2
   with BatchNorm + ReLU halving the channels, and a 1x1 transposed convolution to the image's
-  channels (no activation). Kaiming-normal initialisation (fan-in).
+  channels (no activation). Kaiming-normal initialisation (fan-in), zero biases; here for
+  every kernel (the authors' ``kaiming_init`` skips the transposed convolutions, which keep
+  PyTorch's default), drawn as one vector of normals (:func:`kaiming_fill`).
 * D: an MLP on mu (never a sampled z), ``latent -> 512 -> ReLU -> 512 -> ReLU -> 1``; it outputs
   logits and the losses use ``optax.sigmoid_binary_cross_entropy`` (the authors' sigmoid + BCE).
 * ``vae(x) = MSE(recon, x) (mean over elements) + beta KL``, ``KL = -1/2 sum(1 + log sigma^2 -
@@ -450,7 +452,7 @@ def score(view: base.PoolView) -> Array:
 
 def check_config(cfg) -> None:
   v = cfg.vaal
-  finite = lambda x: math.isfinite(x)
+  finite = math.isfinite
 
   def need(ok, msg):
     if not ok:
