@@ -244,7 +244,8 @@ def test_sigkill_after_the_vaal_step_then_rerun_gives_the_uninterrupted_ids(stra
 
 
 def test_demo_cli_resnet18(tmp_path):
+  """One query with the paper's network (1 device, no diagnostics pass: compile time)."""
   cli(tmp_path, *CLI_VAAL, '--config.model.name=resnet18', '--config.al.rounds=1',
-      '--config.train.epochs=2')
+      '--config.train.epochs=2', '--config.num_devices=1', '--config.log.pool_diagnostics=False')
   res = load_results(tmp_path)
   assert [len(r['selected']) for r in res['rounds']] == [50, 0]
