@@ -57,8 +57,9 @@ Adapted for jaxdisp:
 * NaN/inf in any VAE or D loss stops the round with one line (:class:`NumericalError`), like
   non-finite scores.
 * Not reproduced: model selection on a validation split carved from the training data (the
-  5,000 validation labels fall outside the budget in the authors' code); on TPU/GPU the
-  iterations of a round are one compiled call, so SIGTERM is honoured after it.
+  5,000 validation labels fall outside the budget in the authors' code).
+* A stop signal (SIGTERM) during the VAAL step is honoured once the round is done and
+  checkpointed, as for any scoring step (on TPU/GPU its iterations are one compiled call).
 """
 
 from __future__ import annotations
