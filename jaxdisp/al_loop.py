@@ -260,7 +260,8 @@ def score_pool(exp: Experiment, ctx: RoundCtx) -> Scored:
                                     k_score, outputs=exp.labeled_outputs)
   view = strategies.PoolView(exp.cfg, exp.mesh, exp.dataset.num_classes, ctx.history, outputs,
                              ctx.num_pool, labeled_outputs, ctx.num_labeled, k_score,
-                             stats=ctx.stats)
+                             stats=ctx.stats, data=exp.data, setup=exp.setup, pool=ctx.pool,
+                             labeled=ctx.labeled)
   scores = s.score(view) if s.score is not None else None
   checked = [scores] if scores is not None else [outputs[o] for o in s.outputs]
   bad = int(selection.count_nonfinite_rows(checked, ctx.num_pool)) if checked else 0

@@ -114,6 +114,21 @@ def base_config() -> ml_collections.ConfigDict:
   # always drawn with probability proportional to D^2.
   c.badge.first_center = 'max_norm'
 
+  c.vaal = ml_collections.ConfigDict()  # strategy=vaal (jaxdisp/strategies/vaal.py)
+  c.vaal.latent_dim = 32  # size of mu and log sigma^2
+  c.vaal.beta = 1.0  # weight of the KL term of the VAE loss
+  c.vaal.adversary_weight = 1.0  # lambda: weight of the VAE's "fool D" term
+  # Length of the VAE + D training per round, in passes over the images they see: a round makes
+  # max(1, floor(epochs * (labeled + pool) / batch_size)) iterations (2 VAE steps + 1 D step
+  # each). 100 on CIFAR-10 (labeled + pool = 50,000) = the authors' 39,062 iterations.
+  c.vaal.epochs = 100.0
+  c.vaal.batch_size = 128  # labeled and unlabeled images per step (each)
+  c.vaal.learning_rate = 5e-4  # Adam, VAE and D
+  c.vaal.width = 128  # channels of the first encoder stage (doubling per stage: 128..1024 at 32x32)
+  # 'sum': the KL summed over batch and latent dims (the authors'); 'batch_mean': over the batch
+  # size (the per-sample ELBO; the summed KL dwarfs the mean-over-elements MSE)
+  c.vaal.kl_reduction = 'sum'
+
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every_epochs = 5  # in-round training checkpoint interval
   # where the orbax checkpoints go: '' = <workdir>/checkpoints. A multi-host run needs a folder

@@ -170,6 +170,8 @@ class Runner:
     if al_loop.needs_query(state, exp, ctx):
       scored = al_loop.score_pool(exp, ctx)
       al_loop.check_scores(exp, ctx, scored)  # also waits for the scores
+      preemption.fault_point('scored', ctx.round)  # crash tests: scored (and any auxiliary
+      # model trained), nothing of it saved: a restart computes it again
       t2 = time.perf_counter()
       chosen = al_loop.select(exp, ctx, scored)
       seconds[1:] = [t2 - t1, time.perf_counter() - t2]

@@ -61,8 +61,10 @@ def fault_point(name: str, *where: int) -> None:
 
   Points: ``epoch@r:e`` after epoch ``e`` (1-based count) of round ``r``, once every checkpoint
   write has finished;
-  ``train_save@r:e`` while the epoch-``e`` checkpoint is being written; ``round@r`` after round
-  ``r``'s checkpoint, before its outputs; ``results_write`` inside the atomic write of an output.
+  ``train_save@r:e`` while the epoch-``e`` checkpoint is being written; ``scored@r`` once round
+  ``r``'s pool is scored (any auxiliary model of the strategy trained), before the selection;
+  ``round@r`` after round ``r``'s checkpoint, before its outputs; ``results_write`` inside the
+  atomic write of an output.
   """
   spec = os.environ.get('JAXDISP_FAULT_KILL_AT', '')
   if not spec:

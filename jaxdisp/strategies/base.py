@@ -15,6 +15,16 @@ A strategy declares what it needs and says how to score or select:
   choose a batch as a whole (k-center greedy);
 * ``check_config(cfg)``: raise :class:`~jaxdisp.errors.ConfigError` for configs it cannot run.
 
+A strategy may also train a model of its own at scoring time (an auxiliary model: VAAL's VAE and
+discriminator): ``score``/``select`` run after the task model's epochs, un-jitted (jit your own
+steps; cache them per static setup so every round reuses one compile), and the view carries the
+round's images (``view.data``, ``view.setup``, the index buffers ``view.pool`` /
+``view.labeled``). Such a score must be a pure function of the view -- weights and batches keyed
+from ``view.key`` -- because nothing it trains is checkpointed: a run killed during it resumes
+from the round's last training checkpoint and computes it again, to the same ids. Its time is
+the round's ``score`` seconds; NaN/inf in its own losses should raise
+:class:`~jaxdisp.errors.NumericalError` with one line (non-finite scores are caught anyway).
+
 The core reads nothing else: it records what ``records`` asks for, runs one pool pass for the
 union of ``outputs`` and the report's diagnostics, hands the strategy a :class:`PoolView` and
 selects. A strategy defined in a config file and passed to :func:`register` runs like a
@@ -58,6 +68,16 @@ class PoolView:
   # running record statistics, float32 [P] each (``train.STATS``): 'prob_mean', 'prob_m2' for
   # records 'prob_moments', 'margin_sum' for 'margin_sum'; over ``num_recorded`` epochs
   stats: dict = dataclasses.field(default_factory=dict)
+  # The round's images, for strategies that look at them directly, e.g. to train an auxiliary
+  # model at scoring time (VAAL): the dataset on device (``input_pipeline.DeviceData``), the task
+  # model's static ``train.TrainSetup`` (mesh, image shape and placement, pool chunk, step loop;
+  # ``train.model_inputs(view.setup, view.data, ids)`` gives normalised images inside jit), and
+  # the round's index buffers of dataset ids, split over ``data`` (the first ``num_pool`` /
+  # ``num_labeled`` rows are real). None where a view is built without them (unit tests).
+  data: Any = None
+  setup: Any = None
+  pool: Array | None = None
+  labeled: Array | None = None
 
   @property
   def capacity(self) -> int:

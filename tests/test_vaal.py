@@ -1,0 +1,251 @@
+"""VAAL (strategy=vaal): the losses against the authors' formulation written out plainly, the
+query direction, 1 = 4 devices, determinism and one compile per run, the NaN guard, the config
+checks, and end-to-end runs (small CNN, ResNet18) with a SIGKILL during the VAAL step resumed to
+the uninterrupted result.
+"""
+
+import signal
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from _helpers import check_outputs, cli, load_results, tiny_config
+from jaxdisp import compile_counter, config_lib, input_pipeline, parallel, selection, strategies
+from jaxdisp import train
+from jaxdisp.errors import ConfigError, NumericalError
+from jaxdisp.strategies import vaal
+
+# A VAE of 4, 8, 16 channels on the 16x16 test images; a few iterations.
+TINY_VAAL = {'vaal.width': 4, 'vaal.epochs': 1.0, 'vaal.batch_size': 16}
+MESHES = {d: parallel.make_mesh(d) for d in (1, 4)}
+
+
+# ---- the authors' formulation, written out (sinhasam/vaal solver.py, sampler.py) ----------------
+
+def np_sigmoid(z):
+  return 1.0 / (1.0 + np.exp(-z))
+
+
+def np_bce(logits, target):
+  """torch.nn.BCELoss()(sigmoid(logits), target): the mean over the batch."""
+  p = np_sigmoid(np.asarray(logits, np.float64))
+  return float(-np.mean(target * np.log(p) + (1 - target) * np.log(1 - p)))
+
+
+def np_vae(x, recon, mu, logvar, beta, reduction='sum'):
+  """MSE (mean over elements) + beta * KLD, KLD summed over batch and latent dims."""
+  x, recon, mu, logvar = (np.asarray(a, np.float64) for a in (x, recon, mu, logvar))
+  kld = -0.5 * np.sum(1 + logvar - mu**2 - np.exp(logvar))
+  if reduction == 'batch_mean':
+    kld /= mu.shape[0]
+  return float(np.mean((recon - x)**2) + beta * kld)
+
+
+def vaal_setup(mesh, image_shape=(16, 16, 3), **overrides):
+  cfg = tiny_config(strategy='vaal', **{**TINY_VAAL, **overrides})
+  task = train.make_setup(cfg, mesh, image_shape, 10, record=False)
+  return cfg, vaal.VaalSetup.from_config(cfg, task)
+
+
+def test_losses_and_steps_match_the_authors_formulation():
+  rng = np.random.default_rng(0)
+  b, z = 6, 5
+  mu, logvar = rng.normal(size=(b, z)), rng.normal(size=(b, z)) * 0.3
+  x, recon = rng.normal(size=(b, 4, 4, 3)), rng.normal(size=(b, 4, 4, 3))
+  d_l, d_u = rng.normal(size=b) * 2, rng.normal(size=b) * 2
+  f32 = lambda a: jnp.asarray(a, jnp.float32)
+  for reduction in vaal.KL_REDUCTIONS:
+    np.testing.assert_allclose(
+        vaal.vae_loss(f32(x), f32(recon), f32(mu), f32(logvar), 0.7, reduction),
+        np_vae(x, recon, mu, logvar, 0.7, reduction), rtol=1e-5)
+  # VAE step: both sets target 1 (the adversarial target); D step: labeled 1, unlabeled 0.
+  np.testing.assert_allclose(vaal.adversarial_loss(f32(d_l), f32(d_u)),
+                             np_bce(d_l, 1) + np_bce(d_u, 1), rtol=1e-5)
+  np.testing.assert_allclose(vaal.discriminator_loss(f32(d_l), f32(d_u)),
+                             np_bce(d_l, 1) + np_bce(d_u, 0), rtol=1e-5)
+  assert abs(float(vaal.adversarial_loss(f32(d_l), f32(d_u)))
+             - (np_bce(d_l, 1) + np_bce(d_u, 0))) > 1e-2  # the known-wrong target 0 differs
+  # Query: the lowest D(mu) first (the sampler's topk of -preds).
+  d = np.array([0.3, -2.0, 5.0, -0.1, 1.0], np.float32)
+  pos, _ = selection.select_top(vaal.query_scores(jnp.asarray(d)), jnp.zeros(5), jnp.int32(5), 2)
+  assert np.asarray(pos).tolist() == [1, 3]
+
+  # The steps on a tiny batch, against the same formulas on the model's own outputs.
+  _, vs = vaal_setup(MESHES[1], **{'vaal.beta': 0.5, 'vaal.adversary_weight': 2.0})
+  st = vaal.init_state(vs, jax.random.key(0))
+  x_l = f32(rng.normal(size=(8, 16, 16, 3)))
+  x_u = f32(rng.normal(size=(8, 16, 16, 3)))
+  key = jax.random.key(3)
+  after_vae, loss = jax.jit(lambda s: vaal.vae_step(vs, s, x_l, x_u, key))(st)
+  after_d, d_loss = jax.jit(lambda s: vaal.discriminator_step(vs, s, x_l, x_u))(after_vae)
+
+  @jax.jit
+  def outputs(st, after_vae):  # what the steps should have computed, step by step
+    k_l, k_u = jax.random.split(key)
+    v = {'params': st.vae_params, 'batch_stats': st.vae_stats}
+    (r_l, _, mu_l, lv_l), upd = vs.vae.apply(v, x_l, k_l, True, mutable=['batch_stats'])
+    (r_u, _, mu_u, lv_u), _ = vs.vae.apply({**v, **upd}, x_u, k_u, True,
+                                           mutable=['batch_stats'])
+    disc = lambda p, m: vs.discriminator.apply({'params': p}, m)
+    v2 = {'params': after_vae.vae_params, 'batch_stats': after_vae.vae_stats}
+    (m_l, _), upd = vs.vae.apply(v2, x_l, True, method='encode', mutable=['batch_stats'])
+    (m_u, _), _ = vs.vae.apply({**v2, **upd}, x_u, True, method='encode', mutable=['batch_stats'])
+    return (r_l, mu_l, lv_l, r_u, mu_u, lv_u, disc(st.d_params, mu_l), disc(st.d_params, mu_u),
+            disc(after_vae.d_params, m_l), disc(after_vae.d_params, m_u))
+
+  r_l, mu_l, lv_l, r_u, mu_u, lv_u, dl, du, dl2, du2 = map(np.asarray, outputs(st, after_vae))
+  expected = (np_vae(x_l, r_l, mu_l, lv_l, 0.5) + np_vae(x_u, r_u, mu_u, lv_u, 0.5)
+              + 2.0 * (np_bce(dl, 1) + np_bce(du, 1)))
+  np.testing.assert_allclose(float(loss), expected, rtol=1e-4)
+  np.testing.assert_allclose(float(d_loss), np_bce(dl2, 1) + np_bce(du2, 0), rtol=1e-4)
+  same = lambda a, b: all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a),
+                                                              jax.tree.leaves(b)))
+  assert same(after_vae.d_params, st.d_params)  # the VAE step leaves D alone ...
+  assert not same(after_vae.vae_params, st.vae_params)
+  assert same(after_d.vae_params, after_vae.vae_params)  # ... and the D step the VAE
+  assert not same(after_d.d_params, after_vae.d_params)
+
+
+def pool_view(cfg, mesh, seed=0):
+  """A round's view without a task model: 240 random 16x16 images, 40 labeled, 200 in the pool."""
+  rng = np.random.default_rng(seed)
+  images = rng.integers(0, 255, (240, 16, 16, 3)).astype(np.uint8)
+  ds = types.SimpleNamespace(train_images=images, train_labels=rng.integers(0, 10, 240),
+                             test_images=images[:8], test_labels=np.zeros(8, np.int64))
+  setup = train.make_setup(cfg, mesh, images.shape[1:], 10, record=False)
+  pool, n_pool = train.index_buffer(np.arange(40, 240), train.pool_capacity(setup, 200), mesh)
+  labeled, n_labeled = train.index_buffer(np.arange(40), 64, mesh)
+  return strategies.PoolView(cfg, mesh, 10, jnp.zeros((0, pool.shape[0]), jnp.int8), {}, n_pool,
+                             {}, n_labeled, jax.random.key(7),
+                             data=input_pipeline.put_data(ds, mesh), setup=setup, pool=pool,
+                             labeled=labeled)
+
+
+def test_same_ids_on_one_and_four_devices_lowest_d_deterministic_one_compile():
+  compile_counter.enable()
+  cfg = tiny_config(strategy='vaal', **TINY_VAAL)
+  budget, got = 20, {}
+  for d in (4, 1):
+    view = pool_view(cfg, MESHES[d])
+    scores = vaal.score(view)
+    pos, _ = selection.select_top(scores, jnp.zeros(scores.shape), view.num_pool, budget)
+    got[d] = (np.asarray(pos), np.asarray(scores)[:200])
+  np.testing.assert_array_equal(got[1][0], got[4][0])
+  np.testing.assert_allclose(got[1][1], got[4][1], rtol=1e-3, atol=1e-3)
+  # Trained again from the same key: the same scores bit for bit, nothing compiled again.
+  before = compile_counter.compile_counts()
+  np.testing.assert_array_equal(np.asarray(vaal.score(view))[:200], got[1][1])
+  assert compile_counter.compile_counts() == before
+  # The query is the lowest D(mu) of the trained VAE and D, in eval mode, written out plainly.
+  vs = vaal.VaalSetup.from_config(cfg, view.setup)
+  st, n = vaal.train_vaal(vs, view.data, view.labeled, view.num_labeled, view.pool,
+                          view.num_pool, jax.random.fold_in(view.key, 0x7AA1))
+  assert n == (40 + 200) // 16
+  x = input_pipeline.normalize(view.data.train_images[40:240], view.data.mean, view.data.std)
+  mu, _ = vs.vae.apply({'params': st.vae_params, 'batch_stats': st.vae_stats}, x, False,
+                       method='encode')
+  d_mu = np.asarray(vs.discriminator.apply({'params': st.d_params}, mu))
+  np.testing.assert_allclose(-d_mu, got[1][1], rtol=1e-4, atol=1e-4)
+  assert set(got[1][0].tolist()) == set(np.argsort(d_mu)[:budget].tolist())
+
+
+def test_device_step_loop_selects_as_the_host_loop():
+  """TPU/GPU run a round's iterations as one compiled loop (train.step_loop=device): the same
+  training as one call per iteration (forced here on CPU)."""
+  scores = {}
+  for loop in ('host', 'device'):
+    cfg = tiny_config(strategy='vaal', **{**TINY_VAAL, 'train.step_loop': loop})
+    view = pool_view(cfg, MESHES[1])
+    scores[loop] = np.asarray(vaal.score(view))[:200]
+  np.testing.assert_allclose(scores['device'], scores['host'], rtol=1e-4, atol=1e-4)
+  assert (np.argsort(-scores['device'], kind='stable')[:20].tolist()
+          == np.argsort(-scores['host'], kind='stable')[:20].tolist())
+
+
+def test_nonfinite_vaal_loss_is_one_line_numerical_error():
+  cfg = tiny_config(strategy='vaal', **{**TINY_VAAL, 'vaal.epochs': 0.2})
+  cfg.vaal.learning_rate = 1e30  # past check_config: the VAE blows up at once
+  with pytest.raises(NumericalError, match=r'^strategy=vaal: the VAE/discriminator loss is '
+                     r'NaN/inf at iteration \d+ of 3; refusing to select') as e:
+    vaal.score(pool_view(cfg, MESHES[1]))
+  assert '\n' not in str(e.value)
+
+
+@pytest.mark.parametrize('key,value,message', [
+    ('vaal.latent_dim', 0, 'vaal.latent_dim=0 must be positive'),
+    ('vaal.width', -4, 'vaal.width=-4 must be positive'),
+    ('vaal.beta', -1.0, 'vaal.beta=-1.0 must be a finite number >= 0'),
+    ('vaal.beta', float('nan'), 'vaal.beta=nan must be a finite number >= 0'),
+    ('vaal.adversary_weight', -0.5, 'vaal.adversary_weight=-0.5 must be a finite number >= 0'),
+    ('vaal.epochs', 0.0, 'vaal.epochs=0.0 must be a finite number > 0'),
+    ('vaal.batch_size', 0, 'vaal.batch_size=0 must be positive'),
+    ('vaal.batch_size', 6, 'vaal.batch_size=6 must be a multiple of num_devices=4'),
+    ('vaal.learning_rate', 0.0, 'vaal.learning_rate=0.0 must be a finite number > 0'),
+    ('vaal.kl_reduction', 'mean', "vaal.kl_reduction='mean' must be 'sum' or 'batch_mean'"),
+])
+def test_bad_vaal_values_are_refused_with_one_line(key, value, message):
+  cfg = tiny_config(strategy='vaal', num_devices=4, **{key: value})
+  with pytest.raises(ConfigError) as e:
+    config_lib.validate(cfg)
+  assert str(e.value).startswith(message) and '\n' not in str(e.value)
+  config_lib.validate(tiny_config(strategy='random', **{key: value}))  # other strategies: unused
+
+
+def test_cli_refuses_a_bad_vaal_value_with_one_line(tmp_path):
+  proc = cli(tmp_path, '--config.strategy=vaal', '--config.vaal.beta=-1', check=False)
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines()[-1] == ('error: vaal.beta=-1.0 must be a finite '
+                                                  'number >= 0')
+
+
+def test_sweep_and_report_read_vaal_from_the_registry():
+  from jaxdisp import report, sweep  # pylint: disable=g-import-not-at-top
+  runs = sweep.plan(tiny_config, ['vaal', 'random'], [0], [('vaal.width', '4')])
+  assert [(s, c.vaal.width) for s, _, c in runs] == [('vaal', 4), ('random', 4)]
+  with pytest.raises(ConfigError, match=r'^vaal-seed0: vaal.epochs=-1.0 must be'):
+    sweep.plan(tiny_config, ['vaal'], [0], [('vaal.epochs', '-1')])
+  cost = report.pool_passes('vaal', runs[0][2].to_dict())
+  assert cost.startswith('VAE + D from scratch: 100.0 x (L + P) / 128 iterations'), cost
+  assert 'vaal' in strategies.builtin_names()
+
+
+# ---- end to end -------------------------------------------------------------------------------
+
+CLI_VAAL = ['--config.strategy=vaal'] + [f'--config.{k}={v}' for k, v in TINY_VAAL.items()]
+
+
+@pytest.fixture(scope='module')
+def straight(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('vaal')
+  cli(workdir, *CLI_VAAL)
+  return workdir
+
+
+def test_demo_cli_selects_budget_new_ids_per_round_small_cnn(straight):
+  cfg = tiny_config(strategy='vaal', **TINY_VAAL)
+  res = check_outputs(straight, cfg)  # budget new, distinct, unlabeled ids per round
+  assert all(r['seconds']['score'] > 0 for r in res['rounds'][:-1])
+
+
+def test_sigkill_after_the_vaal_step_then_rerun_gives_the_uninterrupted_ids(straight, tmp_path):
+  """Killed once round 1's VAE and D are trained and its pool scored (nothing of it saved):
+  the rerun resumes round 1 from its epoch-4 checkpoint, trains them again, same ids."""
+  proc = cli(tmp_path, *CLI_VAAL, env={'JAXDISP_FAULT_KILL_AT': 'scored@1'}, check=False)
+  assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+  assert len(load_results(tmp_path)['rounds']) == 1  # round 0 done, round 1 was not
+  resumed = cli(tmp_path, *CLI_VAAL)
+  assert 'round 1: resuming training at epoch 4' in resumed.stderr
+  a, b = load_results(straight), load_results(tmp_path)
+  assert [r['selected'] for r in a['rounds']] == [r['selected'] for r in b['rounds']]
+  assert [r['test_accuracy'] for r in a['rounds']] == [r['test_accuracy'] for r in b['rounds']]
+
+
+def test_demo_cli_resnet18(tmp_path):
+  """One query with the paper's network (1 device, no diagnostics pass: compile time)."""
+  cli(tmp_path, *CLI_VAAL, '--config.model.name=resnet18', '--config.al.rounds=1',
+      '--config.train.epochs=2', '--config.num_devices=1', '--config.log.pool_diagnostics=False')
+  res = load_results(tmp_path)
+  assert [len(r['selected']) for r in res['rounds']] == [50, 0]
