@@ -17,6 +17,9 @@ slower inside a loop, jax-ml/jax#12868). The labeled set and the pool are fixed-
 buffers plus a count, so a growing labeled set reuses the compiled epoch (see
 :func:`labeled_capacity`). State, history and statistics are donated, so they are updated in
 place.
+
+A deep ensemble (``TrainSetup.members`` = K > 1) runs the same steps under ``jax.vmap`` over a
+stacked state, one compiled program per step for all K members (section "deep ensembles").
 """
 
 from __future__ import annotations

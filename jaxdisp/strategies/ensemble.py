@@ -55,17 +55,15 @@ def mutual_information(member_probs: jax.Array) -> jax.Array:
   return base.entropy(member_probs.mean(0)) - base.entropy(member_probs).mean(0)
 
 
-def _needs_members(name: str):
-  def out(c: base.ChunkInputs) -> jax.Array:
-    if c.member_probs is None:
-      raise ValueError(f'pool output {name!r} needs an ensemble (Strategy.members(cfg) > 1)')
-    return c.member_probs
-  return out
+def _member_probs(c: base.ChunkInputs, name: str) -> jax.Array:
+  if c.member_probs is None:
+    raise ValueError(f'pool output {name!r} needs an ensemble (Strategy.members(cfg) > 1)')
+  return c.member_probs
 
 
-base.register_output('ensemble_vote', lambda c: vote_entropy(_needs_members('ensemble_vote')(c)))
+base.register_output('ensemble_vote', lambda c: vote_entropy(_member_probs(c, 'ensemble_vote')))
 base.register_output('ensemble_bald',
-                     lambda c: mutual_information(_needs_members('ensemble_bald')(c)))
+                     lambda c: mutual_information(_member_probs(c, 'ensemble_bald')))
 
 
 def check_config(cfg) -> None:
