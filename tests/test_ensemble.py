@@ -180,15 +180,22 @@ def test_pool_pass_scores_match_numpy_and_select_the_same_ids_on_one_and_four_de
 
 # ---- (b) training: K vmapped members == K members one by one --------------------------------------
 
-@pytest.mark.parametrize('step_loop', ['host', 'device'])
-def test_vmapped_members_equal_members_trained_one_by_one(step_loop):
+@pytest.mark.parametrize('step_loop, placement', [('host', 'replicated'),
+                                                  ('device', 'replicated'),
+                                                  ('host', 'sharded')])
+def test_vmapped_members_equal_members_trained_one_by_one(step_loop, placement):
+  """On 4 devices, with the CPU's host step loop, the fused device epoch, and training images
+  split over the devices (``dataset.placement=sharded``: a shard_map gather under vmap)."""
   members, epochs = 3, 2
   ds = _dataset()
   mesh = MESHES[4]
   _, setup_k = _small_setup(mesh, members, step_loop=step_loop)
   _, setup_1 = _small_setup(mesh, 1, step_loop=step_loop)
+  sharded = placement == 'sharded'
+  setup_k = dataclasses.replace(setup_k, shard_train=sharded)
+  setup_1 = dataclasses.replace(setup_1, shard_train=sharded)
   steps_k, steps_1 = train.compile_steps(setup_k), train.compile_steps(setup_1)
-  dd = input_pipeline.put_data(ds, mesh)
+  dd = input_pipeline.put_data(ds, mesh, sharded)
   labeled, nl = train.index_buffer(np.arange(70), train.labeled_capacity(70, 32), mesh)
   pool, npool = train.index_buffer(np.arange(100, 196), train.pool_capacity(setup_k, 96), mesh)
   k_init, k_train = jax.random.key(7), jax.random.key(8)
