@@ -178,6 +178,32 @@ def test_pool_pass_scores_match_numpy_and_select_the_same_ids_on_one_and_four_de
     np.testing.assert_allclose(o1[key], o4[key], atol=1e-5)
 
 
+def test_a_trained_round_selects_the_same_ids_on_one_and_four_devices():
+  """Training, evaluation, pool pass and selection of a whole round (3 members, the tiny demo
+  config): the same ids, for both scores, on 1 and 4 devices."""
+  cfg = tiny_config(strategy='ensemble', **{'ensemble.members': 3, 'al.rounds': 1})
+  config_lib.validate(cfg)
+  ds = data.load_dataset(cfg.dataset)
+  got = {}
+  for d in (1, 4):
+    exp = al_loop.Experiment.create(cfg, ds, mesh=MESHES[d])
+    ctx = al_loop.begin_round(exp.initial_state(), exp)
+    for _ in range(cfg.train.epochs):
+      ctx, _ = al_loop.train_epoch(exp, ctx)
+    assert ctx.epoch == cfg.train.epochs
+    for score in ('vote', 'bald'):
+      cfg_s = tiny_config(strategy='ensemble', **{'ensemble.members': 3, 'al.rounds': 1,
+                                                  'ensemble.score': score})
+      exp_s = dataclasses.replace(exp, cfg=cfg_s)
+      scored = al_loop.score_pool(exp_s, ctx)
+      assert scored.num_nonfinite == 0
+      pos = al_loop.select(exp_s, ctx, scored).positions
+      assert len(set(pos.tolist())) == cfg.al.budget
+      got[d, score] = ctx.pool_ids[pos].tolist()
+  assert got[1, 'vote'] == got[4, 'vote'] and got[1, 'bald'] == got[4, 'bald']
+  assert got[4, 'vote'] != got[4, 'bald']
+
+
 # ---- (b) training: K vmapped members == K members one by one --------------------------------------
 
 @pytest.mark.parametrize('step_loop, placement', [('host', 'replicated'),
