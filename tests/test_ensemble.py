@@ -283,12 +283,15 @@ def test_sweep_and_report_know_the_ensemble():
 
 # ---- (g) rounds reuse the compiled functions -----------------------------------------------------
 
-def test_rounds_after_the_first_compile_nothing():
+@pytest.mark.parametrize('record_always', [False, True])
+def test_rounds_after_the_first_compile_nothing(record_always):
   """Every ensemble function compiles in round 0 (at most twice: the empty history's layout
-  changes after the first epoch, as for every strategy without a history) and never again."""
+  changes after the first epoch, as for every strategy without a history) and never again.
+  With ``dispersion.record_always`` the history is member 0's (queried ids get a modal label)."""
   compile_counter.enable()
   cfg = tiny_config(strategy='ensemble', **{'ensemble.members': 2, 'train.epochs': 2,
-                                            'al.rounds': 2})
+                                            'al.rounds': 2,
+                                            'dispersion.record_always': record_always})
   config_lib.validate(cfg)
   exp = al_loop.Experiment.create(cfg, data.load_dataset(cfg.dataset))
   assert exp.setup.members == 2 and exp.setup.step_loop == 'host'
@@ -305,6 +308,8 @@ def test_rounds_after_the_first_compile_nothing():
     counts.append({f: now.get(f, 0) - before[f] for f in names})
   assert all(1 <= n <= 2 for n in counts[0].values()), counts[0]
   assert counts[2] == counts[0]
+  queried = state.selected(0)
+  assert ((state.modal_label[queried] >= 0) == record_always).all()
 
 
 # ---- (d, e) the CLI end to end, SIGKILLed mid-round and rerun ------------------------------------
