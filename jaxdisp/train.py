@@ -498,7 +498,7 @@ def member_keys(key: Array, members: int) -> Array:
 
 
 def init_members(setup: TrainSetup, key: Array) -> TrainState:
-  """``setup.members`` freshly initialised models, stacked (member ``m``: key ``fold_in(key, m)``)."""
+  """``setup.members`` freshly initialised models, stacked (member ``m``: ``fold_in(key, m)``)."""
   return jax.vmap(functools.partial(init_state, setup))(member_keys(key, setup.members))
 
 

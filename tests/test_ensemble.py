@@ -16,7 +16,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from _helpers import cli, load_results, check_outputs, tiny_config
+from _helpers import check_outputs, cli, load_results, tiny_config
 from jaxdisp import (al_loop, compile_counter, config_lib, data, input_pipeline, parallel,
                      selection, strategies, train)
 from jaxdisp.errors import ConfigError
@@ -204,7 +204,7 @@ def test_a_trained_round_selects_the_same_ids_on_one_and_four_devices():
   assert got[4, 'vote'] != got[4, 'bald']
 
 
-# ---- (b) training: K vmapped members == K members one by one --------------------------------------
+# ---- (b) training: K vmapped members == K members one by one -------------------------------------
 
 @pytest.mark.parametrize('step_loop, placement', [('host', 'replicated'),
                                                   ('device', 'replicated'),
