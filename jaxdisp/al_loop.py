@@ -108,7 +108,8 @@ class Experiment:
     # train.STATS kinds: the strategy's; all of them with record_always (for the diagnostics)
     stats = (tuple(train.STATS) if cfg.dispersion.record_always
              else tuple(r for r in strategy.records if r != 'labels'))
-    setup = train.make_setup(cfg, mesh, dataset.image_shape, dataset.num_classes, record, stats)
+    setup = train.make_setup(cfg, mesh, dataset.image_shape, dataset.num_classes, record, stats,
+                             members=strategy.members(cfg))
     frozen = ml_collections.FrozenConfigDict(cfg)
     pool_pass = jax.jit(functools.partial(strategies.pool_outputs, setup, frozen),
                         static_argnames=('outputs',))
@@ -168,7 +169,7 @@ class Experiment:
 @flax.struct.dataclass
 class RoundCtx:
   """One round in flight (a pytree): the model being trained and the round's buffers."""
-  train_state: train.TrainState
+  train_state: train.TrainState  # a deep ensemble's: every member's, stacked on a leading axis
   history: Array  # [T, pool_capacity], split along the pool
   stats: dict  # running record statistics {field: float32 [pool_capacity]} (train.STATS)
   labeled: Array  # [labeled_capacity] dataset ids, split over ``data``
@@ -181,7 +182,8 @@ class RoundCtx:
 
   @property
   def epoch(self) -> int:
-    return int(self.train_state.epoch)
+    """Epochs completed (an ensemble's members move together)."""
+    return int(np.asarray(self.train_state.epoch).reshape(-1)[0])
 
 
 def _stream(ctx: RoundCtx, stream: int) -> Array:

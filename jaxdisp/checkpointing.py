@@ -3,7 +3,7 @@
 ``<checkpoints>/rounds/<r>``: ``ALState`` once ``r`` rounds are complete (the labeled
   mask stamped with the round each label arrived in, the key, per-round metrics).
 ``<checkpoints>/train/<step>``: the in-round training state (params, batch stats,
-  optimizer, epoch), the prediction history and the running record statistics (training
+  optimizer, epoch; a deep ensemble's: every member's, stacked), the prediction history and the running record statistics (training
   dynamics, ``train.STATS``), every ``checkpoint.every_epochs`` epochs, with
   ``step = round * (epochs + 1) + epoch`` so a restart continues mid-round.
 

@@ -108,6 +108,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.bald = ml_collections.ConfigDict()
   c.bald.mc_samples = 10  # Monte-Carlo dropout passes (head or network: model.dropout_layers)
 
+  c.ensemble = ml_collections.ConfigDict()
+  c.ensemble.members = 5  # strategy=ensemble: models trained per round (>= 2), vmapped
+  c.ensemble.score = 'vote'  # 'vote' (entropy of the members' argmax votes) | 'bald' (mutual info)
+
   c.badge = ml_collections.ConfigDict()
   # k-means++ seeding's first center: 'max_norm' = the largest gradient embedding (the authors'
   # code), 'random' = uniformly random over the pool (standard k-means++). Later centers are
@@ -284,6 +288,9 @@ def validate(cfg) -> None:
   check(cfg.bald.mc_samples >= 2, f'bald.mc_samples={cfg.bald.mc_samples} must be >= 2')
   check(cfg.badge.first_center in ('max_norm', 'random'),
         f"badge.first_center={cfg.badge.first_center!r} must be 'max_norm' or 'random'")
+  check(cfg.ensemble.members >= 1, f'ensemble.members={cfg.ensemble.members} must be >= 1')
+  check(cfg.ensemble.score in ('vote', 'bald'),
+        f"ensemble.score={cfg.ensemble.score!r} must be 'vote' or 'bald'")
   check(cfg.checkpoint.every_epochs > 0,
         f'checkpoint.every_epochs={cfg.checkpoint.every_epochs} must be positive')
   strategy = strategies.get(cfg.strategy)

@@ -17,6 +17,9 @@ slower inside a loop, jax-ml/jax#12868). The labeled set and the pool are fixed-
 buffers plus a count, so a growing labeled set reuses the compiled epoch (see
 :func:`labeled_capacity`). State, history and statistics are donated, so they are updated in
 place.
+
+A deep ensemble (``TrainSetup.members`` = K > 1) runs the same steps under ``jax.vmap`` over a
+stacked state, one compiled program per step for all K members (section "deep ensembles").
 """
 
 from __future__ import annotations
@@ -139,6 +142,9 @@ class TrainSetup:
   shard_train: bool  # training images split over ``data`` (dataset.placement)
   compute_dtype: Any
   step_loop: str  # 'device' | 'host'
+  # Deep ensembles (``Strategy.members``): K > 1 independent models trained as one program, their
+  # states stacked on a leading member axis (see "deep ensembles" below); 1 = the single model.
+  members: int = 1
 
   @property
   def batch_size(self) -> int:
@@ -146,9 +152,10 @@ class TrainSetup:
 
 
 def make_setup(cfg, mesh: Mesh, image_shape, num_classes: int, record: bool,
-               stats: tuple = ()) -> TrainSetup:
+               stats: tuple = (), members: int = 1) -> TrainSetup:
   """The :class:`TrainSetup` of a config; ``record``: whether epochs record the pool's
-  predicted labels; ``stats``: running statistics (kinds of :data:`STATS`) recorded with them."""
+  predicted labels; ``stats``: running statistics (kinds of :data:`STATS`) recorded with them;
+  ``members``: models trained together (an ensemble when > 1)."""
   d = mesh.size
   t = cfg.train
   if t.batch_size % d:
@@ -161,7 +168,7 @@ def make_setup(cfg, mesh: Mesh, image_shape, num_classes: int, record: bool,
       recording=Recording.from_config(cfg, record, stats),
       shard_train=shards_train_images(cfg),
       compute_dtype=jnp.bfloat16 if cfg.model.dtype == 'bfloat16' else jnp.float32,
-      step_loop=step_loop(cfg, mesh))
+      step_loop=step_loop(cfg, mesh), members=int(members))
 
 
 # ---- configuration helpers ----------------------------------------------------------------------
@@ -472,6 +479,116 @@ def evaluate(setup: TrainSetup, state: TrainState, data: DeviceData) -> dict:
   return {'accuracy': hits.sum() / n, 'class_correct': class_correct}
 
 
+# ---- deep ensembles: K members trained as one program ------------------------------------------
+#
+# With ``setup.members = K > 1`` the round trains K independent models (Lakshminarayanan et al.,
+# NeurIPS 2017; Beluch et al., CVPR 2018): a TrainState whose every leaf has a leading member axis
+# ``[K, ...]``, stepped by ``jax.vmap`` of the single-model steps inside the same compiled
+# functions. Member ``m`` gets its own initialisation and its own shuffle, augmentation and
+# dropout keys: the single model's keys folded with ``m`` (:func:`member_keys`), so member ``m`` is
+# exactly the single model trained with those keys. The batch axis stays split over ``data``; the
+# member axis is replicated (every device holds every member, as it holds the single model).
+# The epoch's metrics are the members' mean loss and accuracy (finite only when all are), and a
+# recorded prediction history (``dispersion.record_always``) is member 0's. K = 1 never takes
+# this path: the single model's steps are compiled as before.
+
+def member_keys(key: Array, members: int) -> Array:
+  """``[members]`` keys: ``fold_in(key, m)`` for member ``m``."""
+  return jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(members))
+
+
+def init_members(setup: TrainSetup, key: Array) -> TrainState:
+  """``setup.members`` freshly initialised models, stacked (member ``m``: ``fold_in(key, m)``)."""
+  return jax.vmap(functools.partial(init_state, setup))(member_keys(key, setup.members))
+
+
+def members_epoch_begin(setup: TrainSetup, states: TrainState, labeled: Array,
+                        num_labeled: Array, key: Array):
+  """:func:`epoch_begin` of every member, each with its own key (its own data order)."""
+  return jax.vmap(functools.partial(epoch_begin, setup), in_axes=(0, None, None, 0))(
+      states, labeled, num_labeled, member_keys(key, setup.members))
+
+
+def members_epoch_step(setup: TrainSetup, step: Array, states: TrainState, sums: StepSums,
+                       data: DeviceData, shuffled: Array, num_labeled: Array, k_steps: Array):
+  """:func:`epoch_step` of every member (``shuffled``, ``k_steps``: per member)."""
+  def one(state, s, order, k):
+    return epoch_step(setup, step, state, s, data, order, num_labeled, k)
+  return jax.vmap(one)(states, sums, shuffled, k_steps)
+
+
+def _mean_metrics(m: EpochMetrics) -> EpochMetrics:
+  """One epoch's metrics of the ensemble from the members' ``[K]`` metrics."""
+  big = jnp.iinfo(jnp.int32).max
+  first_bad = jnp.where(m.first_bad_step >= 0, m.first_bad_step, big).min()
+  return EpochMetrics(loss=m.loss.mean(), train_accuracy=m.train_accuracy.mean(),
+                      steps=m.steps[0], learning_rate=m.learning_rate[0],
+                      finite=m.finite.all(), first_bad_step=jnp.where(first_bad == big, -1,
+                                                                      first_bad))
+
+
+def members_epoch_end(setup: TrainSetup, states: TrainState, history: Array, stats: dict,
+                      sums: StepSums, data: DeviceData, pool: Array, num_pool: Array,
+                      k_pool: Array, lr: Array, num_steps: Array):
+  """:func:`epoch_end` of every member; a recorded history (and statistics) is member 0's."""
+  if setup.recording.num_rows:
+    first = jax.tree.map(lambda x: x[0], states)
+    _, recorded = setup.recording.slot(first.epoch)
+    history, stats = jax.lax.cond(
+        recorded, lambda h, s: record_pool(setup, first, data, h, s, pool, num_pool, k_pool[0]),
+        lambda h, s: (h, s), history, stats)
+  quiet = dataclasses.replace(setup, recording=dataclasses.replace(setup.recording,
+                                                                   enabled=False))
+
+  def one(state, s, k, rate):
+    state, _, _, metrics = epoch_end(quiet, state, history, {}, s, data, pool, num_pool, k, rate,
+                                     num_steps)
+    return state, metrics
+
+  states, metrics = jax.vmap(one)(states, sums, k_pool, lr)
+  return states, history, stats, _mean_metrics(metrics)
+
+
+def members_train_epoch(setup: TrainSetup, states: TrainState, history: Array, stats: dict,
+                        data: DeviceData, labeled: Array, num_labeled: Array, pool: Array,
+                        num_pool: Array, key: Array):
+  """:func:`train_epoch` of every member, vmapped in one program (device step loop)."""
+  states, shuffled, (k_steps, k_pool), lr, sums = members_epoch_begin(setup, states, labeled,
+                                                                      num_labeled, key)
+  num_steps = (num_labeled + setup.batch_size - 1) // setup.batch_size
+
+  def step(s, carry):
+    return members_epoch_step(setup, s, *carry, data, shuffled, num_labeled, k_steps)
+
+  states, sums = jax.lax.fori_loop(0, num_steps, step, (states, sums))
+  return members_epoch_end(setup, states, history, stats, sums, data, pool, num_pool, k_pool, lr,
+                           num_steps)
+
+
+def member_probs(setup: TrainSetup, states: TrainState, x: Array) -> Array:
+  """``[K, n, C]`` softmax probabilities of every member on the normalised images ``x``."""
+  logits = jax.vmap(lambda v: setup.model.apply(v, x, train=False))(variables(states))
+  return jax.nn.softmax(logits.astype(jnp.float32))
+
+
+def evaluate_members(setup: TrainSetup, states: TrainState, data: DeviceData) -> dict:
+  """:func:`evaluate` of the ensemble's prediction: the argmax of the members' mean probability
+  (at most ``[K, chunk, C]`` at a time)."""
+  n = data.test_labels.shape[0]
+  cap = parallel.round_up(n, setup.chunk)
+
+  def correct(idx, valid):
+    x = model_inputs(setup, data, idx, train_split=False)
+    probs = member_probs(setup, states, x).mean(0)
+    return (jnp.argmax(probs, -1) == data.test_labels[idx]) & valid
+
+  idx = jnp.minimum(jnp.arange(cap), n - 1)
+  hits = parallel.map_in_chunks(correct, idx, jnp.int32(n), setup.chunk, setup.mesh)
+  class_correct = jax.ops.segment_sum(hits[:n].astype(jnp.int32), data.test_labels,
+                                      num_segments=setup.num_classes)
+  return {'accuracy': hits.sum() / n, 'class_correct': class_correct}
+
+
 # ---- compiled steps of a run --------------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
@@ -486,26 +603,38 @@ class Steps:
 
 
 def compile_steps(setup: TrainSetup) -> Steps:
-  """Jits the steps of ``setup``; on CPU the epoch's step loop is dispatched from Python."""
+  """Jits the steps of ``setup``; on CPU the epoch's step loop is dispatched from Python.
+
+  With ``setup.members > 1`` the state is the stacked ensemble (``init`` takes one key and folds
+  in the member index) and the epoch trains every member; the signatures are the same.
+  """
   mesh = setup.mesh
-  init = jax.jit(functools.partial(init_state, setup), out_shardings=parallel.replicated(mesh))
+  ensemble = setup.members > 1
+  init = jax.jit(functools.partial(init_members if ensemble else init_state, setup),
+                 out_shardings=parallel.replicated(mesh))
   history = jax.jit(functools.partial(empty_history, setup), static_argnums=(0,),
                     out_shardings=parallel.sharded(mesh, 2, axis=1))
   stats = jax.jit(functools.partial(empty_stats, setup), static_argnums=(0,),
                   out_shardings=parallel.sharded(mesh, 1))
   if setup.step_loop == 'device':
-    epoch = jax.jit(functools.partial(train_epoch, setup), donate_argnums=(0, 1, 2))
+    epoch = jax.jit(functools.partial(members_train_epoch if ensemble else train_epoch, setup),
+                    donate_argnums=(0, 1, 2))
+  elif ensemble:
+    epoch = _host_loop_epoch(setup, members_epoch_begin, members_epoch_step, members_epoch_end)
   else:
     epoch = _host_loop_epoch(setup)
-  return Steps(init, history, epoch, jax.jit(functools.partial(evaluate, setup)), stats)
+  evaluate_fn = evaluate_members if ensemble else evaluate
+  return Steps(init, history, epoch, jax.jit(functools.partial(evaluate_fn, setup)), stats)
 
 
-def _host_loop_epoch(setup: TrainSetup) -> Callable:
+def _host_loop_epoch(setup: TrainSetup, begin_fn=epoch_begin, step_fn=epoch_step,
+                     end_fn=epoch_end) -> Callable:
   """:func:`train_epoch` with the step loop in Python: three compiled functions (begin, step,
-  end) dispatched asynchronously; nothing but the step count is read back."""
-  begin = jax.jit(functools.partial(epoch_begin, setup), donate_argnums=(0,))
-  step = jax.jit(functools.partial(epoch_step, setup), donate_argnums=(1, 2))
-  end = jax.jit(functools.partial(epoch_end, setup), donate_argnums=(0, 1, 2))
+  end) dispatched asynchronously; nothing but the step count is read back. (The ensemble passes
+  its ``members_*`` versions.)"""
+  begin = jax.jit(functools.partial(begin_fn, setup), donate_argnums=(0,))
+  step = jax.jit(functools.partial(step_fn, setup), donate_argnums=(1, 2))
+  end = jax.jit(functools.partial(end_fn, setup), donate_argnums=(0, 1, 2))
   # Several (simulated) CPU devices: wait for each step before dispatching the next. With
   # several collective programs in flight on busy cores, XLA:CPU's rendezvous can deadlock.
   one_at_a_time = setup.mesh.devices.flat[0].platform == 'cpu' and setup.mesh.size > 1

@@ -12,7 +12,7 @@ from jaxdisp.strategies.base import (
     tie_labeled_outputs, tie_outputs, unregister)
 # Built-ins, registered in this order (the order of reports and tables).
 from jaxdisp.strategies import dispersion, random_sampling, uncertainty, bald, coreset, badge  # pylint: disable=g-bad-import-order
-from jaxdisp.strategies import dynamics, vaal  # pylint: disable=g-bad-import-order
+from jaxdisp.strategies import dynamics, ensemble, vaal  # pylint: disable=g-bad-import-order
 
 __all__ = ['ChunkInputs', 'PoolView', 'RECORDS', 'Strategy', 'TIE_RULES', 'builtin_names',
            'entropy', 'get', 'least_confidence', 'names', 'neg_margin', 'pool_outputs',

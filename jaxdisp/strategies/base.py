@@ -13,7 +13,11 @@ A strategy declares what it needs and says how to score or select:
 * ``score(view) -> [P]`` (higher = query first; the top ``budget`` are selected with the
   strategy's tie-break), or ``select(view, budget) -> (positions, scores)`` for strategies that
   choose a batch as a whole (k-center greedy);
-* ``check_config(cfg)``: raise :class:`~jaxdisp.errors.ConfigError` for configs it cannot run.
+* ``check_config(cfg)``: raise :class:`~jaxdisp.errors.ConfigError` for configs it cannot run;
+* ``members(cfg) -> K``: models the round trains (default 1). With K > 1 the round trains a deep
+  ensemble of K independently initialised models in one program (``train.TrainSetup.members``),
+  the pool pass runs every member (``ChunkInputs.member_probs``, ``[K, chunk, C]``), ``'probs'``
+  is the members' mean probability and ``'features'`` / ``'logits'`` are member 0's.
 
 A strategy may also train a model of its own at scoring time (an auxiliary model: VAAL's VAE and
 discriminator): ``score``/``select`` run after the task model's epochs, un-jitted (jit your own
@@ -106,6 +110,11 @@ def _random_tie(cfg) -> str:
   return 'random'
 
 
+def _one_member(cfg) -> int:
+  del cfg
+  return 1
+
+
 @dataclasses.dataclass(frozen=True)
 class Strategy:
   """An acquisition strategy (see the module docstring)."""
@@ -121,6 +130,7 @@ class Strategy:
   tie_break: Callable[[Any], str] = _random_tie  # cfg -> one of TIE_RULES
   check_config: Callable[[Any], None] = _no_check
   needs_dropout: bool = False  # Monte-Carlo dropout: needs model.dropout > 0 (sweep checks it)
+  members: Callable[[Any], int] = _one_member  # cfg -> models trained per round (ensemble if > 1)
 
   def __post_init__(self):
     if (self.score is None) == (self.select is None):
@@ -194,6 +204,7 @@ class ChunkInputs:
   key: Array
   cfg: Any
   inputs: Array | None = None  # [chunk, H, W, C] the normalised images (for full forward passes)
+  member_probs: Array | None = None  # [K, chunk, C] every member's probabilities (ensembles only)
 
   def logits(self, deterministic: bool = True, rngs=None) -> Array:
     return self.setup.model.apply(self.variables, self.features, method='classify',
@@ -211,23 +222,44 @@ def register_output(name: str, fn: Callable[[ChunkInputs], Array]) -> None:
 
 register_output('features', lambda c: c.features)
 register_output('logits', lambda c: c.logits())
-register_output('probs', lambda c: jax.nn.softmax(c.setup.model.apply(
-    c.variables, c.features, method='classify')))
+
+
+def _probs(c: ChunkInputs) -> Array:
+  """The model's probabilities; an ensemble's: the mean over its members."""
+  if c.member_probs is not None:
+    return c.member_probs.mean(0)
+  return jax.nn.softmax(c.setup.model.apply(c.variables, c.features, method='classify'))
+
+
+register_output('probs', _probs)
 
 
 def pool_outputs(setup: train.TrainSetup, cfg, state: train.TrainState, data, idx: Array,
                  num: Array, key: Array, outputs: tuple[str, ...]) -> dict:
   """The named ``outputs`` of the final model on the rows ``idx`` (one forward pass; eval mode).
 
-  Jit it with ``outputs`` static (the caller closes over ``setup`` and ``cfg``).
+  Jit it with ``outputs`` static (the caller closes over ``setup`` and ``cfg``). An ensemble
+  (``setup.members > 1``, ``state`` stacked) runs every member on each chunk, vmapped: one forward
+  pass per member, never more than ``[K, chunk, C]`` probabilities at a time.
   """
   v = train.variables(state)
+  ensemble = setup.members > 1
+  members_v = v
+  if ensemble:  # features, logits and dropout outputs are member 0's
+    v = jax.tree.map(lambda a: a[0], members_v)
 
   def per_chunk(chunk_idx, valid):
     del valid
     x = train.model_inputs(setup, data, chunk_idx)
-    feats = setup.model.apply(v, x, method='embed')
-    inputs = ChunkInputs(setup, v, feats, chunk_idx, key, cfg, x)
+    probs = None
+    if ensemble:
+      feats_k = jax.vmap(lambda vk: setup.model.apply(vk, x, method='embed'))(members_v)
+      logits_k = jax.vmap(lambda vk, f: setup.model.apply(vk, f, method='classify'))(
+          members_v, feats_k)
+      feats, probs = feats_k[0], jax.nn.softmax(logits_k.astype(jnp.float32))
+    else:
+      feats = setup.model.apply(v, x, method='embed')
+    inputs = ChunkInputs(setup, v, feats, chunk_idx, key, cfg, x, probs)
     return {name: _OUTPUTS[name](inputs) for name in outputs}
 
   return parallel.map_in_chunks(per_chunk, idx, num, setup.chunk, setup.mesh)
