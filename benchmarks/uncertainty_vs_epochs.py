@@ -42,10 +42,12 @@ def run_sweep(config: str, epochs: int, seeds, workdir: str, overrides: dict) ->
                      + ' '.join(args))
 
 
-def summarize(workdir: str) -> dict:
-  """{score: {'auroc': [per seed], 'aupr': [...], 'error_rate': [...]}} of round 0."""
+def summarize(workdir: str, seeds) -> dict:
+  """{score: {'auroc': [per seed], 'aupr': [...], 'error_rate': [...]}} of round 0, over the
+  runs of ``seeds`` only (a workdir may hold more: every T is compared on the same seeds)."""
   from jaxdisp import report  # pylint: disable=g-import-not-at-top
-  rows, _, problems = report.collect_diagnostics(report.load_runs(workdir))
+  runs = [r for r in report.load_runs(workdir) if r.seed in seeds]
+  rows, _, problems = report.collect_diagnostics(runs)
   if problems:
     raise SystemExit(f'error: unreadable diagnostics in {workdir}: {problems[0]}')
   return {r['score']: {'auroc': list(r['auroc']), 'aupr': list(r['aupr']),
@@ -77,7 +79,7 @@ def main(argv=None) -> int:
   for t in epochs:
     where = os.path.join(workdir, f'T{t}')
     run_sweep(args.config, t, seeds, where, overrides)
-    result['by_T'][str(t)] = summarize(where)
+    result['by_T'][str(t)] = summarize(where, seeds)
   scores = [name for name, _, _ in report.SCORES
             if any(name in result['by_T'][str(t)] for t in epochs)]
   rows = []

@@ -178,6 +178,7 @@ def test_pool_pass_scores_match_numpy_and_select_the_same_ids_on_one_and_four_de
     np.testing.assert_allclose(o1[key], o4[key], atol=1e-5)
 
 
+@pytest.mark.extended
 def test_a_trained_round_selects_the_same_ids_on_one_and_four_devices():
   """Training, evaluation, pool pass and selection of a whole round (3 members, the tiny demo
   config): the same ids, for both scores, on 1 and 4 devices."""
@@ -206,9 +207,10 @@ def test_a_trained_round_selects_the_same_ids_on_one_and_four_devices():
 
 # ---- (b) training: K vmapped members == K members one by one -------------------------------------
 
-@pytest.mark.parametrize('step_loop, placement', [('host', 'replicated'),
-                                                  ('device', 'replicated'),
-                                                  ('host', 'sharded')])
+@pytest.mark.parametrize('step_loop, placement', [
+    ('host', 'replicated'),
+    pytest.param('device', 'replicated', marks=pytest.mark.extended),
+    pytest.param('host', 'sharded', marks=pytest.mark.extended)])
 def test_vmapped_members_equal_members_trained_one_by_one(step_loop, placement):
   """On 4 devices, with the CPU's host step loop, the fused device epoch, and training images
   split over the devices (``dataset.placement=sharded``: a shard_map gather under vmap)."""
@@ -283,7 +285,7 @@ def test_sweep_and_report_know_the_ensemble():
 
 # ---- (g) rounds reuse the compiled functions -----------------------------------------------------
 
-@pytest.mark.parametrize('record_always', [False, True])
+@pytest.mark.parametrize('record_always', [False, pytest.param(True, marks=pytest.mark.extended)])
 def test_rounds_after_the_first_compile_nothing(record_always):
   """Every ensemble function compiles in round 0 (at most twice: the empty history's layout
   changes after the first epoch, as for every strategy without a history) and never again.

@@ -47,6 +47,7 @@ def tmp_checkpoints(workdir):
   return glob.glob(os.path.join(workdir, 'checkpoints', '*', '*tmp*'))
 
 
+@pytest.mark.extended
 def test_sigkill_at_four_points_in_a_row_then_resume_gives_the_uninterrupted_result(
     straight, tmp_path):
   """One run killed (SIGKILL) at four places in turn, each restart resuming the previous one."""

@@ -632,7 +632,8 @@ def test_sweep_end_to_end_then_skips_finished_runs(tmp_path, capsys, monkeypatch
     _, diag = md_table(text, header)
     assert {(r[0], r[2]) for r in diag} == {
         ('dispersion', 'dispersion (highest)'), ('dispersion', 'margin (lowest)'),
-        ('dispersion', 'entropy (highest)'), ('random', 'margin (lowest)'),
+        ('dispersion', 'entropy (highest)'), ('dispersion', 'flips (highest)'),
+        ('random', 'margin (lowest)'),
         ('random', 'entropy (highest)')}
   _, aulc_rows = md_table(text, 'strategy | seeds | AULC (%)')
   assert [r[0] for r in aulc_rows] == ['dispersion', 'random']

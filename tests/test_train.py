@@ -72,6 +72,7 @@ def test_one_device_equals_four_devices():
   assert abs(float(a1) - float(a4)) <= 0.01
 
 
+@pytest.mark.extended
 def test_host_step_loop_equals_device_step_loop():
   """The CPU default (steps dispatched from Python) computes the same epoch as one fused call."""
   sh, hh, mh, _ = run_epochs(4, epochs=2, step_loop='host')
@@ -85,7 +86,8 @@ def test_host_step_loop_equals_device_step_loop():
 EPOCH_FUNCTIONS = {'device': ('train_epoch',), 'host': ('epoch_begin', 'epoch_step', 'epoch_end')}
 
 
-@pytest.mark.parametrize('step_loop', ['host', 'device'])
+@pytest.mark.parametrize('step_loop', [pytest.param('host', marks=pytest.mark.extended),
+                                       'device'])
 def test_labeled_sets_in_one_bucket_compile_the_epoch_once(step_loop):
   compile_counter.enable()
   assert train.labeled_capacity(1000, 64) == train.labeled_capacity(1400, 64) == 2048

@@ -152,6 +152,7 @@ def test_same_ids_on_one_and_four_devices_lowest_d_deterministic_one_compile():
   assert set(got[1][0].tolist()) == set(np.argsort(d_mu)[:budget].tolist())
 
 
+@pytest.mark.extended
 def test_device_step_loop_selects_as_the_host_loop():
   """TPU/GPU run a round's iterations as one compiled loop (train.step_loop=device): the same
   training as one call per iteration (forced here on CPU)."""
@@ -230,6 +231,7 @@ def test_demo_cli_selects_budget_new_ids_per_round_small_cnn(straight):
   assert all(r['seconds']['score'] > 0 for r in res['rounds'][:-1])
 
 
+@pytest.mark.extended
 def test_sigkill_after_the_vaal_step_then_rerun_gives_the_uninterrupted_ids(straight, tmp_path):
   """Killed once round 1's VAE and D are trained and its pool scored (nothing of it saved):
   the rerun resumes round 1 from its epoch-4 checkpoint, trains them again, same ids."""
@@ -243,6 +245,7 @@ def test_sigkill_after_the_vaal_step_then_rerun_gives_the_uninterrupted_ids(stra
   assert [r['test_accuracy'] for r in a['rounds']] == [r['test_accuracy'] for r in b['rounds']]
 
 
+@pytest.mark.extended
 def test_demo_cli_resnet18(tmp_path):
   """One query with the paper's network (1 device, no diagnostics pass: compile time)."""
   cli(tmp_path, *CLI_VAAL, '--config.model.name=resnet18', '--config.al.rounds=1',
