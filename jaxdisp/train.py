@@ -449,16 +449,23 @@ def train_epoch(setup: TrainSetup, state: TrainState, history: Array, stats: dic
   Returns the new state (``epoch`` + 1), the history, the running statistics (``{}`` unless
   the setup records some) and the epoch's :class:`EpochMetrics`.
   """
-  state, shuffled, (k_steps, k_pool), lr, sums = epoch_begin(setup, state, labeled,
-                                                             num_labeled, key)
+  return _fused_epoch((epoch_begin, epoch_step, epoch_end), setup, state, history, stats, data,
+                      labeled, num_labeled, pool, num_pool, key)
+
+
+def _fused_epoch(steps, setup: TrainSetup, state, history: Array, stats: dict, data: DeviceData,
+                 labeled: Array, num_labeled: Array, pool: Array, num_pool: Array, key: Array):
+  """``begin``, ``step`` x the epoch's batches (an on-device loop), ``end``: one epoch of the
+  single model (``epoch_begin/step/end``) or of every member (``members_epoch_*``)."""
+  begin, step_fn, end = steps
+  state, shuffled, (k_steps, k_pool), lr, sums = begin(setup, state, labeled, num_labeled, key)
   num_steps = (num_labeled + setup.batch_size - 1) // setup.batch_size
 
   def step(s, carry):
-    return epoch_step(setup, s, *carry, data, shuffled, num_labeled, k_steps)
+    return step_fn(setup, s, *carry, data, shuffled, num_labeled, k_steps)
 
   state, sums = jax.lax.fori_loop(0, num_steps, step, (state, sums))
-  return epoch_end(setup, state, history, stats, sums, data, pool, num_pool, k_pool, lr,
-                   num_steps)
+  return end(setup, state, history, stats, sums, data, pool, num_pool, k_pool, lr, num_steps)
 
 
 def evaluate(setup: TrainSetup, state: TrainState, data: DeviceData) -> dict:
@@ -553,16 +560,8 @@ def members_train_epoch(setup: TrainSetup, states: TrainState, history: Array, s
                         data: DeviceData, labeled: Array, num_labeled: Array, pool: Array,
                         num_pool: Array, key: Array):
   """:func:`train_epoch` of every member, vmapped in one program (device step loop)."""
-  states, shuffled, (k_steps, k_pool), lr, sums = members_epoch_begin(setup, states, labeled,
-                                                                      num_labeled, key)
-  num_steps = (num_labeled + setup.batch_size - 1) // setup.batch_size
-
-  def step(s, carry):
-    return members_epoch_step(setup, s, *carry, data, shuffled, num_labeled, k_steps)
-
-  states, sums = jax.lax.fori_loop(0, num_steps, step, (states, sums))
-  return members_epoch_end(setup, states, history, stats, sums, data, pool, num_pool, k_pool, lr,
-                           num_steps)
+  return _fused_epoch((members_epoch_begin, members_epoch_step, members_epoch_end), setup,
+                      states, history, stats, data, labeled, num_labeled, pool, num_pool, key)
 
 
 def member_probs(setup: TrainSetup, states: TrainState, x: Array) -> Array:
