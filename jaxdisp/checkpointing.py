@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import hashlib
 import json
+import logging as logging_std
 import re
 import sys
 import time
@@ -59,11 +61,35 @@ def state_digest(tree) -> str:
   return h.hexdigest()
 
 
+class _LeftoverReadErrors(logging_std.Filter):
+  """Drops asyncio's "Task exception was never retrieved" records about files under a checkpoint
+  folder being read: orbax leaves such tasks behind when a restore fails part-way, and asyncio
+  logs them whenever the task is garbage-collected (during the read or any time after it). The
+  damage is reported once, by :class:`Checkpointer`, as one warning line; asyncio records about
+  anything else are passed on."""
+
+  def __init__(self):
+    super().__init__()
+    self.roots: set[str] = set()
+
+  def filter(self, record) -> bool:
+    text = record.getMessage()
+    if record.exc_info and record.exc_info[1] is not None:
+      text += str(record.exc_info[1])
+    return not ('never retrieved' in text and any(root in text for root in self.roots))
+
+
+_LEFTOVERS = _LeftoverReadErrors()
+logging_std.getLogger('asyncio').addFilter(_LEFTOVERS)
+
+
 @contextlib.contextmanager
 def _quiet_failed_reads():
   """Drops the "RuntimeError: Event loop is closed" tracebacks that orbax's asyncio reads leave
-  behind (through ``sys.unraisablehook``) when a restore fails part-way: the damage is reported
-  once, as one warning line. Every other unraisable exception is passed on."""
+  behind (through ``sys.unraisablehook``) when a restore fails part-way, collecting the garbage
+  of the read before it ends so that they surface here: the damage is reported once, as one
+  warning line. Every other unraisable exception is passed on. (asyncio's logged leftovers:
+  :class:`_LeftoverReadErrors`.)"""
   previous = sys.unraisablehook
 
   def hook(info):
@@ -74,6 +100,7 @@ def _quiet_failed_reads():
   try:
     yield
   finally:
+    gc.collect()
     sys.unraisablehook = previous
 
 
@@ -129,6 +156,7 @@ class Checkpointer:
     ``gs://`` path works: orbax writes to GCS natively, from every process of a multi-host run)."""
     root = epath.Path(root)
     self.root = root
+    _LEFTOVERS.roots.add(str(root))
     self.epochs, self.every_epochs = epochs, every_epochs
     self.rounds = ocp.CheckpointManager(
         root / 'rounds', options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
