@@ -309,7 +309,7 @@ def _argmax(probs):
 
 
 def pool_diagnostics(exp: Experiment, ctx: RoundCtx, scored: Scored) -> dict:
-  """Per-pool-sample dispersion, margin, entropy (BALD with dropout) and correctness of the
+  """Per-pool-sample dispersion, margin, entropy, least confidence (BALD with dropout) and correctness of the
   round's model, from the outputs selection used (no further pool pass); with a prediction
   history also ``flips``, and ``variability`` / ``margin_dynamics`` when their running statistics
   were recorded (``dispersion.record_always`` records all of them). Host arrays trimmed
@@ -323,6 +323,7 @@ def pool_diagnostics(exp: Experiment, ctx: RoundCtx, scored: Scored) -> dict:
   diag = {'ids': ctx.pool_ids.astype(np.int64),
           'margin': (top2[:, 0] - top2[:, 1]).astype(np.float32),
           'entropy': (-plogp.sum(-1)).astype(np.float32),
+          'least_confidence': (1.0 - top2[:, 0]).astype(np.float32),
           'correct': probs.argmax(-1) == labels}
   if ctx.history.shape[0]:
     d = exp.cfg.dispersion

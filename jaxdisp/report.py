@@ -74,7 +74,8 @@ from jaxdisp.io_utils import ArgumentParser, atomic_write
 PERCENTS = (1, 5, 10)
 # score name, column in the npz, True = the highest values are the most uncertain
 SCORES = (('dispersion', 'dispersion', True), ('margin', 'margin', False),
-          ('entropy', 'entropy', True), ('BALD', 'bald', True), ('flips', 'flips', True),
+          ('entropy', 'entropy', True), ('least confidence', 'least_confidence', True),
+          ('BALD', 'bald', True), ('flips', 'flips', True),
           ('variability', 'variability', True),
           ('margin dynamics', 'margin_dynamics', False))
 _LOWEST = {name for name, _, highest in SCORES if not highest}

@@ -101,8 +101,11 @@ def test_final_diagnostics_evaluate_every_recorded_score_of_the_initial_model(tm
   assert len(res['rounds']) == 1 and res['rounds'][0]['selected'] == []
   with np.load(run / 'diagnostics' / 'round_0.npz') as z:
     d = {k: z[k] for k in z.files}
-  assert set(d) == {'ids', 'correct', 'margin', 'entropy', 'bald', 'dispersion', 'flips',
-                    'variability', 'margin_dynamics'}
+  assert set(d) == {'ids', 'correct', 'margin', 'entropy', 'least_confidence', 'bald',
+                    'dispersion', 'flips', 'variability', 'margin_dynamics'}
+  # least confidence is 1 - the top probability; with the margin (top1 - top2) it bounds top1
+  np.testing.assert_array_less(d['least_confidence'], 1.0 - 1.0 / 10 + 1e-6)
+  np.testing.assert_array_less(-1e-6, d['least_confidence'])
   assert len(d['ids']) == 500  # the whole unlabeled pool: 600 - 100
   t = TINY['train.epochs']  # every epoch recorded
   # flips counts changes between consecutive epochs: no change <=> a single label <=> dispersion 0
@@ -112,5 +115,6 @@ def test_final_diagnostics_evaluate_every_recorded_score_of_the_initial_model(tm
   assert (d['margin_dynamics'] >= 0).all()  # a top-1 minus top-2 logit, averaged
   text = open(report.write_report(str(tmp_path))).read()
   for score in ('dispersion (highest)', 'flips (highest)', 'variability (highest)',
-                'margin dynamics (lowest)', 'BALD (highest)', 'margin (lowest)'):
+                'margin dynamics (lowest)', 'BALD (highest)', 'margin (lowest)',
+                'least confidence (highest)'):
     assert f'| random | 0 | {score} |' in text, score

@@ -633,8 +633,8 @@ def test_sweep_end_to_end_then_skips_finished_runs(tmp_path, capsys, monkeypatch
     assert {(r[0], r[2]) for r in diag} == {
         ('dispersion', 'dispersion (highest)'), ('dispersion', 'margin (lowest)'),
         ('dispersion', 'entropy (highest)'), ('dispersion', 'flips (highest)'),
-        ('random', 'margin (lowest)'),
-        ('random', 'entropy (highest)')}
+        ('dispersion', 'least confidence (highest)'), ('random', 'margin (lowest)'),
+        ('random', 'entropy (highest)'), ('random', 'least confidence (highest)')}
   _, aulc_rows = md_table(text, 'strategy | seeds | AULC (%)')
   assert [r[0] for r in aulc_rows] == ['dispersion', 'random']
   _, paired = md_table(text, 'strategy | paired seeds')
