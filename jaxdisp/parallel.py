@@ -157,22 +157,29 @@ def map_in_chunks(fn: Callable, indices: jax.Array, num_valid: jax.Array, chunk:
                   mesh: Mesh):
   """Applies ``fn(idx[chunk], valid[chunk])`` over ``indices`` in chunks, inside jit.
 
-  ``indices`` has a length that is a multiple of ``chunk``, and ``chunk`` a multiple of the
-  device count. Device ``d`` handles the ``d``-th contiguous block of ``indices``, a slice of
+  ``indices`` has a length that is a multiple of the device count, and ``chunk`` a multiple of
+  the device count. Device ``d`` handles the ``d``-th contiguous block of ``indices``, a slice of
   ``chunk / devices`` per scan step, so the outputs come back in position order with the
-  ``P('data')`` layout and no data moves between devices. Returns ``fn``'s outputs stacked along a
-  leading axis of ``len(indices)``.
+  ``P('data')`` layout and no data moves between devices. A block that is not a whole number of
+  slices (a labeled-set buffer, bucketed by the training batch, under a larger eval chunk) is
+  padded with invalid rows for the scan and trimmed after it. Returns ``fn``'s outputs stacked
+  along a leading axis of ``len(indices)``.
   """
   n, d = indices.shape[0], mesh.size
   per_device, e = n // d, chunk // d
-  steps = per_device // e
+  steps = -(-per_device // e)
+  pad = steps * e - per_device
 
   def to_chunks(x):
+    x = x.reshape(d, per_device)
+    if pad:
+      x = jnp.pad(x, ((0, 0), (0, pad)))
     return x.reshape(d, steps, e).transpose(1, 0, 2).reshape(steps, d * e)
 
   def from_chunks(y):
     y = y.reshape(steps, d, e, *y.shape[2:])
-    return jnp.swapaxes(y, 0, 1).reshape(n, *y.shape[3:])
+    y = jnp.swapaxes(y, 0, 1).reshape(d, steps * e, *y.shape[3:])
+    return y[:, :per_device].reshape(n, *y.shape[2:])
 
   valid = jnp.arange(n) < num_valid
 

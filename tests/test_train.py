@@ -184,3 +184,25 @@ def test_diverged_fires_only_far_above_a_uniform_guess():
   blown = train.epoch_problem(1, 4, {**ok, 'loss': 3.4e28}, 10)
   assert blown == ('training diverged in round 1, epoch 4: mean loss 3.4e+28 > 10 x ln(10 '
                    'classes) = 23; the last good checkpoint is kept (lower train.learning_rate)')
+
+
+@pytest.mark.parametrize('devices', [1, 4])
+@pytest.mark.parametrize('n, chunk', [(32, 8), (48, 20), (2048, 1000), (8, 40)])
+def test_chunked_map_covers_buffers_that_are_not_whole_chunks(devices, n, chunk):
+  """A labeled buffer is bucketed by the training batch (2048 = 16 x 128) while the eval chunk is
+  1,000 (configs/cifar10_cpu.py): the chunked map pads each device's block and trims it, giving
+  every row's own output in position order, with invalid rows flagged (a coreset run failed here
+  with "cannot reshape (2048,) into (1, 2, 1000)")."""
+  chunk = chunk // devices * devices
+  mesh = parallel.make_mesh(devices)
+  ids = np.arange(n, dtype=np.int32) * 3 + 1
+  num = n - 5
+  idx = jax.device_put(ids, parallel.sharded(mesh))
+
+  @jax.jit
+  def run(idx):
+    return parallel.map_in_chunks(lambda i, ok: {'twice': 2 * i, 'ok': ok}, idx, jnp.int32(num),
+                                  chunk, mesh)
+  out = run(idx)
+  np.testing.assert_array_equal(out['twice'], 2 * ids)
+  np.testing.assert_array_equal(out['ok'], np.arange(n) < num)
