@@ -109,7 +109,7 @@ class Experiment:
     stats = (tuple(train.STATS) if cfg.dispersion.record_always
              else tuple(r for r in strategy.records if r != 'labels'))
     setup = train.make_setup(cfg, mesh, dataset.image_shape, dataset.num_classes, record, stats,
-                             members=strategy.members(cfg))
+                             members=strategy.members(cfg), aux=strategy.aux_head(cfg))
     frozen = ml_collections.FrozenConfigDict(cfg)
     pool_pass = jax.jit(functools.partial(strategies.pool_outputs, setup, frozen),
                         static_argnames=('outputs',))

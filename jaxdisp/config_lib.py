@@ -133,6 +133,15 @@ def base_config() -> ml_collections.ConfigDict:
   # size (the per-sample ELBO; the summed KL dwarfs the mean-over-elements MSE)
   c.vaal.kl_reduction = 'sum'
 
+  # strategy=learning_loss (jaxdisp/strategies/learning_loss.py; Yoo & Kweon, CVPR 2019)
+  c.learning_loss = ml_collections.ConfigDict()
+  c.learning_loss.weight = 1.0  # lambda: total loss = mean CE + weight * loss-prediction loss
+  c.learning_loss.margin = 1.0  # margin of the pairwise ranking loss
+  # from epoch round(detach_after * train.epochs) on (0-based) the loss module sees the stage
+  # features without gradient (the authors: after epoch 120 of 200); 1 = never detached
+  c.learning_loss.detach_after = 0.6
+  c.learning_loss.hidden = 128  # units of each stage's Dense layer (the paper's 128)
+
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every_epochs = 5  # in-round training checkpoint interval
   # where the orbax checkpoints go: '' = <workdir>/checkpoints. A multi-host run needs a folder

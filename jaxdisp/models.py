@@ -10,6 +10,12 @@ output goes straight into the head's dropout; BALD then makes full forward passe
 on and BatchNorm in eval mode (:meth:`Classifier.mc_logits`). With ``'head'`` the backbone has no
 dropout layer at all, so those models are exactly what they were before the option existed.
 
+Both backbones can also return their stage outputs (``stages=True``: each ResNet stage, each
+small-CNN block's conv-BN-ReLU output) for an auxiliary head a strategy trains alongside the task
+model (``Classifier.aux``, e.g. Learning Loss's loss-prediction module, ``Strategy.aux_head``).
+Without one (every other strategy) the classifier, its parameters and its results are exactly
+what they were before.
+
 BatchNorm takes an optional per-sample ``mask`` so the last, partly padded batch of an epoch
 normalises over its real samples only (the same statistics as PyTorch's ``drop_last=False``).
 """
@@ -66,9 +72,11 @@ class ResNetBackbone(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array, *, train: bool, mask: Array | None = None,
-               stochastic: bool | None = None) -> Array:
-    """``stochastic``: dropout on (default: ``train``); BatchNorm follows ``train`` only."""
+               stochastic: bool | None = None, stages: bool = False):
+    """``stochastic``: dropout on (default: ``train``); BatchNorm follows ``train`` only.
+    ``stages``: also return each stage's output (before its dropout), ``(pooled, (s1..s4))``."""
     stochastic = train if stochastic is None else stochastic
+    outs = []
     conv = functools.partial(nn.Conv, use_bias=False, padding='SAME', kernel_init=conv_init,
                              dtype=self.dtype)
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
@@ -79,9 +87,11 @@ class ResNetBackbone(nn.Module):
       for block in range(num_blocks):
         strides = 2 if stage > 0 and block == 0 else 1
         x = BasicBlock(self.width * 2**stage, strides, conv, norm)(x, mask)
+      outs.append(x)
       if self.dropout > 0 and stage < len(self.stage_sizes) - 1:
         x = nn.Dropout(self.dropout, deterministic=not stochastic)(x)
-    return jnp.mean(x, axis=(1, 2))  # global average pool (= 4x4 avg-pool on 32x32 inputs)
+    pooled = jnp.mean(x, axis=(1, 2))  # global average pool (= 4x4 avg-pool on 32x32 inputs)
+    return (pooled, tuple(outs)) if stages else pooled
 
 
 class SmallCNNBackbone(nn.Module):
@@ -92,20 +102,25 @@ class SmallCNNBackbone(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array, *, train: bool, mask: Array | None = None,
-               stochastic: bool | None = None) -> Array:
-    """``stochastic``: dropout on (default: ``train``); BatchNorm follows ``train`` only."""
+               stochastic: bool | None = None, stages: bool = False):
+    """``stochastic``: dropout on (default: ``train``); BatchNorm follows ``train`` only.
+    ``stages``: also return each block's conv-BN-ReLU output (before its pooling and dropout),
+    ``(pooled, (b1, b2, b3))``."""
     stochastic = train if stochastic is None else stochastic
+    outs = []
     for i in range(3):
       x = nn.Conv(self.width * 2**i, (3, 3), use_bias=False, kernel_init=conv_init,
                   dtype=self.dtype)(x)
       x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                        dtype=self.dtype)(x, mask=_bn_mask(mask))
       x = nn.relu(x)
+      outs.append(x)
       if i < 2:
         x = nn.max_pool(x, (2, 2), (2, 2))
         if self.dropout > 0:
           x = nn.Dropout(self.dropout, deterministic=not stochastic)(x)
-    return jnp.mean(x, axis=(1, 2))
+    pooled = jnp.mean(x, axis=(1, 2))
+    return (pooled, tuple(outs)) if stages else pooled
 
 
 class Head(nn.Module):
@@ -122,12 +137,39 @@ class Head(nn.Module):
 
 
 class Classifier(nn.Module):
-  """backbone + head. ``__call__`` gives logits; ``embed``/``classify`` expose the two halves."""
+  """backbone + head. ``__call__`` gives logits; ``embed``/``classify`` expose the two halves.
+
+  ``aux``: an optional auxiliary head on the backbone's stage outputs (a tuple of ``[B, H, W,
+  C]``) giving one value per sample ``[B]`` (``Strategy.aux_head``); its parameters live under
+  ``params['aux']`` next to the task model's, so the optimizer trains them and checkpoints keep
+  them. ``train_with_aux`` and ``embed_aux`` run it; ``__call__`` only creates it at ``init``.
+  """
   backbone: nn.Module
   head: nn.Module
+  aux: nn.Module | None = None
 
   def __call__(self, x: Array, *, train: bool, mask: Array | None = None) -> Array:
-    return self.head(self.backbone(x, train=train, mask=mask), deterministic=not train)
+    if self.aux is None:
+      return self.head(self.backbone(x, train=train, mask=mask), deterministic=not train)
+    features, stages = self.backbone(x, train=train, mask=mask, stages=True)
+    if self.is_initializing():
+      self.aux(stages)
+    return self.head(features, deterministic=not train)
+
+  def train_with_aux(self, x: Array, *, mask: Array | None = None,
+                     detach: Array | bool = False) -> tuple[Array, Array]:
+    """Training mode: ``(logits, aux output [B] float32)``. ``detach`` (may be traced): the
+    stage outputs reach the auxiliary head without gradient (none flows from it into the
+    backbone); the values are the same either way."""
+    features, stages = self.backbone(x, train=True, mask=mask, stages=True)
+    logits = self.head(features, deterministic=False)
+    stages = tuple(jnp.where(detach, jax.lax.stop_gradient(s), s) for s in stages)
+    return logits, self.aux(stages).astype(jnp.float32)
+
+  def embed_aux(self, x: Array) -> tuple[Array, Array]:
+    """Eval mode: (penultimate features, aux output [B]), both float32, in one forward pass."""
+    features, stages = self.backbone(x, train=False, stages=True)
+    return features.astype(jnp.float32), self.aux(stages).astype(jnp.float32)
 
   def embed(self, x: Array) -> Array:
     """Penultimate features in eval mode (float32)."""
@@ -147,8 +189,9 @@ DROPOUT_LAYERS = ('head', 'network')  # model.dropout_layers
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 
-def create_model(model_cfg, num_classes: int) -> Classifier:
-  """Builds the classifier named by ``model_cfg.name`` (see ``MODELS``)."""
+def create_model(model_cfg, num_classes: int, aux: nn.Module | None = None) -> Classifier:
+  """Builds the classifier named by ``model_cfg.name`` (see ``MODELS``), with the auxiliary head
+  ``aux`` on its stage outputs if given (``Classifier.aux``)."""
   if model_cfg.dtype not in DTYPES:
     raise ConfigError(f'model.dtype={model_cfg.dtype!r} is not one of {sorted(DTYPES)}')
   dtype = DTYPES[model_cfg.dtype]
@@ -163,5 +206,7 @@ def create_model(model_cfg, num_classes: int) -> Classifier:
     backbone = SmallCNNBackbone(width=model_cfg.width, dtype=dtype, dropout=rate)
   else:
     raise ConfigError(f'model.name={model_cfg.name!r} is not one of {list(MODELS)}')
-  return Classifier(backbone=backbone,
-                    head=Head(num_classes, dropout=model_cfg.dropout, dtype=dtype))
+  head = Head(num_classes, dropout=model_cfg.dropout, dtype=dtype)
+  if aux is None:
+    return Classifier(backbone=backbone, head=head)
+  return Classifier(backbone=backbone, head=head, aux=aux)

@@ -124,9 +124,11 @@ class Progress:
     """``metrics``: an epoch's ``train.EpochMetrics.to_host()``."""
     step = round_ * self.epochs + epoch + 1
     m = {k: float(v) for k, v in metrics.items()}
-    self.writer.write_scalars(step, {'train/loss': m['loss'],
-                                     'train/accuracy': m['train_accuracy'],
-                                     'train/learning_rate': m['learning_rate']})
+    scalars = {'train/loss': m['loss'], 'train/accuracy': m['train_accuracy'],
+               'train/learning_rate': m['learning_rate']}
+    if math.isfinite(m.get('aux_loss', math.nan)):  # a strategy's auxiliary head (learning_loss)
+      scalars['train/aux_loss'] = m['aux_loss']
+    self.writer.write_scalars(step, scalars)
     now = time.perf_counter()
     done = epoch + 1 - self._start_epoch
     if now - self._last >= self.interval or epoch + 1 == self.epochs:

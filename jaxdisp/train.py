@@ -20,6 +20,12 @@ place.
 
 A deep ensemble (``TrainSetup.members`` = K > 1) runs the same steps under ``jax.vmap`` over a
 stacked state, one compiled program per step for all K members (section "deep ensembles").
+
+A strategy may ask for an auxiliary head trained alongside the task model (:class:`AuxHead`,
+``Strategy.aux_head``; Learning Loss's loss-prediction module): the model is then built with it
+(``models.Classifier.aux``), its parameters are part of ``TrainState.params`` (one optimizer,
+one checkpoint) and each step minimises ``task loss + weight * aux loss`` (:func:`train_step`).
+Without one the steps are exactly those of before.
 """
 
 from __future__ import annotations
@@ -61,10 +67,11 @@ class StepSums:
   correct: Array
   count: Array  # real (unpadded) samples
   first_bad_step: Array  # first step whose loss was NaN/inf, -1 = none
+  aux: Array = 0.0  # sum over steps of the auxiliary head's loss (0 without one)
 
   @classmethod
   def zeros(cls) -> 'StepSums':
-    return cls(jnp.float32(0), jnp.float32(0), jnp.float32(0), jnp.int32(-1))
+    return cls(jnp.float32(0), jnp.float32(0), jnp.float32(0), jnp.int32(-1), jnp.float32(0))
 
 
 @flax.struct.dataclass
@@ -76,6 +83,9 @@ class EpochMetrics:
   learning_rate: Array
   finite: Array  # False when any step's loss was NaN/inf
   first_bad_step: Array
+  # the epoch's mean auxiliary-head loss per step (AuxHead: Learning Loss's ranking loss); nan
+  # when the model has no auxiliary head
+  aux_loss: Array = float('nan')
 
   def to_host(self) -> dict:
     """Every metric as a Python number, in one device-to-host transfer."""
@@ -129,6 +139,24 @@ class Recording:
 
 
 @dataclasses.dataclass(frozen=True)
+class AuxHead:
+  """An auxiliary head trained alongside the task model, declared by a strategy
+  (``Strategy.aux_head(cfg)``; hashable: it is part of the static :class:`TrainSetup`).
+
+  ``module`` maps the backbone's stage outputs (a tuple of ``[B, H, W, C]``) to one value per
+  sample ``[B]``; its parameters are ``params['aux']`` and the task model's optimizer trains them
+  (same schedule, momentum, weight decay). Every step minimises ``mean task loss + weight *
+  loss(aux output, per-sample task losses (no gradient), mask)``; ``mask`` marks the real rows of
+  a padded batch. From epoch ``detach_epoch`` on (0-based; None = never) the stage outputs reach
+  the head without gradient: it still learns, the backbone no longer learns from it.
+  """
+  module: nn.Module
+  loss: Callable[[Array, Array, Array], Array]  # (aux [B], task losses [B], mask [B]) -> scalar
+  weight: float = 1.0
+  detach_epoch: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainSetup:
   """The static half of training: what the compiled steps close over (hashable, no arrays)."""
   model: nn.Module
@@ -145,6 +173,7 @@ class TrainSetup:
   # Deep ensembles (``Strategy.members``): K > 1 independent models trained as one program, their
   # states stacked on a leading member axis (see "deep ensembles" below); 1 = the single model.
   members: int = 1
+  aux: AuxHead | None = None  # a strategy's auxiliary head (``Strategy.aux_head``), or none
 
   @property
   def batch_size(self) -> int:
@@ -152,23 +181,28 @@ class TrainSetup:
 
 
 def make_setup(cfg, mesh: Mesh, image_shape, num_classes: int, record: bool,
-               stats: tuple = (), members: int = 1) -> TrainSetup:
+               stats: tuple = (), members: int = 1, aux: AuxHead | None = None) -> TrainSetup:
   """The :class:`TrainSetup` of a config; ``record``: whether epochs record the pool's
   predicted labels; ``stats``: running statistics (kinds of :data:`STATS`) recorded with them;
-  ``members``: models trained together (an ensemble when > 1)."""
+  ``members``: models trained together (an ensemble when > 1); ``aux``: an auxiliary head
+  trained alongside the task model (:class:`AuxHead`), or None."""
   d = mesh.size
   t = cfg.train
   if t.batch_size % d:
     raise ConfigError(f'train.batch_size={t.batch_size} must be a multiple of the '
                       f'{d} devices')
+  if aux is not None and int(members) > 1:
+    raise ConfigError(f'an auxiliary head (strategy={cfg.strategy}) cannot be trained with '
+                      f'{members} ensemble members; use one')
   return TrainSetup(
-      model=models.create_model(cfg.model, num_classes), tx=make_optimizer(t), mesh=mesh,
+      model=models.create_model(cfg.model, num_classes, aux=None if aux is None else aux.module),
+      tx=make_optimizer(t), mesh=mesh,
       train_cfg=ml_collections.FrozenConfigDict(t), image_shape=tuple(image_shape), num_classes=num_classes,
       chunk=parallel.round_up(t.eval_batch_size, d),
       recording=Recording.from_config(cfg, record, stats),
       shard_train=shards_train_images(cfg),
       compute_dtype=jnp.bfloat16 if cfg.model.dtype == 'bfloat16' else jnp.float32,
-      step_loop=step_loop(cfg, mesh), members=int(members))
+      step_loop=step_loop(cfg, mesh), members=int(members), aux=aux)
 
 
 # ---- configuration helpers ----------------------------------------------------------------------
@@ -318,6 +352,8 @@ def train_step(setup: TrainSetup, state: TrainState, data: DeviceData, idx: Arra
   labels = data.train_labels[idx]
   weights = mask.astype(jnp.float32)
   count = jnp.maximum(weights.sum(), 1.0)
+  if setup.aux is not None:
+    return _aux_train_step(setup, state, x, labels, mask, weights, count, k_drop)
 
   def loss_fn(params):
     logits, updates = setup.model.apply(
@@ -332,6 +368,33 @@ def train_step(setup: TrainSetup, state: TrainState, data: DeviceData, idx: Arra
   correct = ((jnp.argmax(logits, -1) == labels) * weights).sum()
   state = state.replace(params=params, batch_stats=batch_stats, opt_state=opt_state)
   return state, StepSums(loss * weights.sum(), correct, weights.sum(), jnp.int32(-1))
+
+
+def _aux_train_step(setup: TrainSetup, state: TrainState, x: Array, labels: Array, mask: Array,
+                    weights: Array, count: Array, k_drop: Array) -> tuple[TrainState, StepSums]:
+  """:func:`train_step` of a model with an auxiliary head (:class:`AuxHead`): minimises the
+  mean task loss + ``weight`` x the head's loss; the head sees the stage outputs detached from
+  epoch ``detach_epoch`` on (``state.epoch``, traced: one compiled step for every epoch)."""
+  aux = setup.aux
+  detach = (jnp.bool_(False) if aux.detach_epoch is None
+            else state.epoch >= aux.detach_epoch)
+
+  def loss_fn(params):
+    (logits, out), updates = setup.model.apply(
+        {'params': params, 'batch_stats': state.batch_stats}, x, mask=mask, detach=detach,
+        rngs={'dropout': k_drop}, mutable=['batch_stats'], method='train_with_aux')
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    task = (losses * weights).sum() / count
+    aux_loss = aux.loss(out, jax.lax.stop_gradient(losses), mask)
+    return task + aux.weight * aux_loss, (logits, updates['batch_stats'], task, aux_loss)
+
+  (_, (logits, batch_stats, loss, aux_loss)), grads = jax.value_and_grad(
+      loss_fn, has_aux=True)(state.params)
+  updates, opt_state = setup.tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  correct = ((jnp.argmax(logits, -1) == labels) * weights).sum()
+  state = state.replace(params=params, batch_stats=batch_stats, opt_state=opt_state)
+  return state, StepSums(loss * weights.sum(), correct, weights.sum(), jnp.int32(-1), aux_loss)
 
 
 def record_pool(setup: TrainSetup, state: TrainState, data: DeviceData, history: Array,
@@ -419,10 +482,12 @@ def epoch_step(setup: TrainSetup, step: Array, state: TrainState, sums: StepSums
   mask = step * b + jnp.arange(b) < num_labeled
   idx, mask = parallel.constrain(idx, setup.mesh), parallel.constrain(mask, setup.mesh)
   state, m = train_step(setup, state, data, idx, mask, jax.random.fold_in(k_steps, step))
-  first_bad = jnp.where((sums.first_bad_step < 0) & ~jnp.isfinite(m.loss), step,
-                        sums.first_bad_step)
+  bad = ~jnp.isfinite(m.loss)
+  if setup.aux is not None:
+    bad = bad | ~jnp.isfinite(m.aux)
+  first_bad = jnp.where((sums.first_bad_step < 0) & bad, step, sums.first_bad_step)
   return state, StepSums(sums.loss + m.loss, sums.correct + m.correct, sums.count + m.count,
-                         first_bad)
+                         first_bad, sums.aux + m.aux)
 
 
 def epoch_end(setup: TrainSetup, state: TrainState, history: Array, stats: dict, sums: StepSums,
@@ -435,9 +500,14 @@ def epoch_end(setup: TrainSetup, state: TrainState, history: Array, stats: dict,
     history, stats = jax.lax.cond(
         recorded, lambda h, s: record_pool(setup, state, data, h, s, pool, num_pool, k_pool),
         lambda h, s: (h, s), history, stats)
+  finite = jnp.isfinite(sums.loss)
+  aux_loss = jnp.float32(jnp.nan)
+  if setup.aux is not None:
+    finite = finite & jnp.isfinite(sums.aux)
+    aux_loss = sums.aux / jnp.maximum(num_steps, 1)
   metrics = EpochMetrics(loss=sums.loss / sums.count, train_accuracy=sums.correct / sums.count,
-                         steps=num_steps, learning_rate=lr, finite=jnp.isfinite(sums.loss),
-                         first_bad_step=sums.first_bad_step)
+                         steps=num_steps, learning_rate=lr, finite=finite,
+                         first_bad_step=sums.first_bad_step, aux_loss=aux_loss)
   return state.replace(epoch=state.epoch + 1), history, stats, metrics
 
 
@@ -531,7 +601,8 @@ def _mean_metrics(m: EpochMetrics) -> EpochMetrics:
   return EpochMetrics(loss=m.loss.mean(), train_accuracy=m.train_accuracy.mean(),
                       steps=m.steps[0], learning_rate=m.learning_rate[0],
                       finite=m.finite.all(), first_bad_step=jnp.where(first_bad == big, -1,
-                                                                      first_bad))
+                                                                      first_bad),
+                      aux_loss=m.aux_loss.mean())
 
 
 def members_epoch_end(setup: TrainSetup, states: TrainState, history: Array, stats: dict,

@@ -10,11 +10,12 @@ from jaxdisp.strategies.base import (
     ChunkInputs, PoolView, RECORDS, Strategy, TIE_RULES, builtin_names, entropy, get,
     least_confidence, names, neg_margin, pool_outputs, register, register_output, tie_key,
     tie_labeled_outputs, tie_outputs, unregister)
+from jaxdisp.train import AuxHead  # pylint: disable=g-bad-import-order
 # Built-ins, registered in this order (the order of reports and tables).
 from jaxdisp.strategies import dispersion, random_sampling, uncertainty, bald, coreset, badge  # pylint: disable=g-bad-import-order
-from jaxdisp.strategies import dynamics, ensemble, vaal  # pylint: disable=g-bad-import-order
+from jaxdisp.strategies import dynamics, ensemble, vaal, learning_loss  # pylint: disable=g-bad-import-order
 
-__all__ = ['ChunkInputs', 'PoolView', 'RECORDS', 'Strategy', 'TIE_RULES', 'builtin_names',
+__all__ = ['AuxHead', 'ChunkInputs', 'PoolView', 'RECORDS', 'Strategy', 'TIE_RULES', 'builtin_names',
            'entropy', 'get', 'least_confidence', 'names', 'neg_margin', 'pool_outputs',
            'register', 'register_output', 'tie_key', 'tie_labeled_outputs', 'tie_outputs',
            'unregister']

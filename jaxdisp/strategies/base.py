@@ -17,7 +17,13 @@ A strategy declares what it needs and says how to score or select:
 * ``members(cfg) -> K``: models the round trains (default 1). With K > 1 the round trains a deep
   ensemble of K independently initialised models in one program (``train.TrainSetup.members``),
   the pool pass runs every member (``ChunkInputs.member_probs``, ``[K, chunk, C]``), ``'probs'``
-  is the members' mean probability and ``'features'`` / ``'logits'`` are member 0's.
+  is the members' mean probability and ``'features'`` / ``'logits'`` are member 0's;
+* ``aux_head(cfg) -> train.AuxHead | None``: an auxiliary head trained alongside the task model,
+  in the same steps (default none). The classifier is built with it on the backbone's stage
+  outputs, each step adds ``weight x`` its loss to the task loss (gradient into the backbone
+  until ``detach_epoch``), the optimizer and checkpoints carry its parameters, and the pool pass
+  gives output functions its eval-mode output (``ChunkInputs.aux``, ``[chunk]``). Learning Loss's
+  loss-prediction module is one (``learning_loss.py``). Only for single models (members 1).
 
 A strategy may also train a model of its own at scoring time (an auxiliary model: VAAL's VAE and
 discriminator): ``score``/``select`` run after the task model's epochs, un-jitted (jit your own
@@ -115,6 +121,11 @@ def _one_member(cfg) -> int:
   return 1
 
 
+def _no_aux_head(cfg) -> None:
+  del cfg
+  return None
+
+
 @dataclasses.dataclass(frozen=True)
 class Strategy:
   """An acquisition strategy (see the module docstring)."""
@@ -131,6 +142,8 @@ class Strategy:
   check_config: Callable[[Any], None] = _no_check
   needs_dropout: bool = False  # Monte-Carlo dropout: needs model.dropout > 0 (sweep checks it)
   members: Callable[[Any], int] = _one_member  # cfg -> models trained per round (ensemble if > 1)
+  # cfg -> an auxiliary head trained alongside the task model (train.AuxHead), or None
+  aux_head: Callable[[Any], train.AuxHead | None] = _no_aux_head
 
   def __post_init__(self):
     if (self.score is None) == (self.select is None):
@@ -205,6 +218,7 @@ class ChunkInputs:
   cfg: Any
   inputs: Array | None = None  # [chunk, H, W, C] the normalised images (for full forward passes)
   member_probs: Array | None = None  # [K, chunk, C] every member's probabilities (ensembles only)
+  aux: Array | None = None  # [chunk] the auxiliary head's output, eval mode (Strategy.aux_head)
 
   def logits(self, deterministic: bool = True, rngs=None) -> Array:
     return self.setup.model.apply(self.variables, self.features, method='classify',
@@ -240,7 +254,8 @@ def pool_outputs(setup: train.TrainSetup, cfg, state: train.TrainState, data, id
 
   Jit it with ``outputs`` static (the caller closes over ``setup`` and ``cfg``). An ensemble
   (``setup.members > 1``, ``state`` stacked) runs every member on each chunk, vmapped: one forward
-  pass per member, never more than ``[K, chunk, C]`` probabilities at a time.
+  pass per member, never more than ``[K, chunk, C]`` probabilities at a time. A model with an
+  auxiliary head (``setup.aux``) gives its output in the same forward pass (``ChunkInputs.aux``).
   """
   v = train.variables(state)
   ensemble = setup.members > 1
@@ -251,15 +266,17 @@ def pool_outputs(setup: train.TrainSetup, cfg, state: train.TrainState, data, id
   def per_chunk(chunk_idx, valid):
     del valid
     x = train.model_inputs(setup, data, chunk_idx)
-    probs = None
+    probs = aux = None
     if ensemble:
       feats_k = jax.vmap(lambda vk: setup.model.apply(vk, x, method='embed'))(members_v)
       logits_k = jax.vmap(lambda vk, f: setup.model.apply(vk, f, method='classify'))(
           members_v, feats_k)
       feats, probs = feats_k[0], jax.nn.softmax(logits_k.astype(jnp.float32))
+    elif setup.aux is not None:
+      feats, aux = setup.model.apply(v, x, method='embed_aux')
     else:
       feats = setup.model.apply(v, x, method='embed')
-    inputs = ChunkInputs(setup, v, feats, chunk_idx, key, cfg, x, probs)
+    inputs = ChunkInputs(setup, v, feats, chunk_idx, key, cfg, x, probs, aux)
     return {name: _OUTPUTS[name](inputs) for name in outputs}
 
   return parallel.map_in_chunks(per_chunk, idx, num, setup.chunk, setup.mesh)
