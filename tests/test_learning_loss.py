@@ -242,6 +242,8 @@ def test_the_query_is_the_top_predicted_loss_and_four_devices_pick_the_same_ids(
   assert new4.selected(0).tolist() == new.selected(0).tolist()
 
 
+@pytest.mark.extended  # ~50 s; the mid-round resume of every strategy's state is covered by
+# tests/test_reliability.py, this one adds the auxiliary head's parameters in the checkpoint
 def test_sigkill_mid_round_then_rerun_gives_the_uninterrupted_ids(straight, tmp_path):
   proc = cli(tmp_path, *FLAGS, env={'JAXDISP_FAULT_KILL_AT': 'epoch@1:3'}, check=False)
   assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
