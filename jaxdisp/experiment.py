@@ -12,6 +12,7 @@ keeps a second run off the same workdir. It is what
 from __future__ import annotations
 
 import os
+import shutil
 import time
 
 import jax
@@ -37,13 +38,33 @@ def run(cfg, workdir: str) -> al_loop.ALState:
   :class:`~jaxdisp.errors.Preempted` after a stop signal (checkpoint saved).
   """
   config_lib.validate(cfg)
+  created = not os.path.exists(workdir)
   try:
     os.makedirs(workdir, exist_ok=True)
   except OSError as e:
     raise JaxdispError(f'cannot create --workdir {workdir}: {e.strerror or e}') from None
-  # One run per workdir, taken before the data loads, so a second run stops at once.
-  with locking.workdir_lock(workdir, jax.process_index()):
-    return _run_locked(cfg, workdir)
+  try:
+    # One run per workdir, taken before the data loads, so a second run stops at once.
+    with locking.workdir_lock(workdir, jax.process_index()):
+      return _run_locked(cfg, workdir)
+  except JaxdispError:
+    if created:
+      _remove_if_unused(workdir)
+    raise
+
+
+def _remove_if_unused(workdir: str) -> None:
+  """Removes a workdir this run created when it holds no file but lock files (the run failed
+  before writing anything, e.g. on bad data; orbax may have made empty checkpoint folders), so a
+  failed start leaves no empty folder behind. Anything else in it is kept."""
+  try:
+    for root, _, files in os.walk(workdir):
+      if any(root != workdir or not (f.startswith('.jaxdisp') and f.endswith('.lock'))
+             for f in files):
+        return
+    shutil.rmtree(workdir)
+  except OSError:
+    pass  # not ours to remove (a file appeared, permissions): keep it
 
 
 def _run_locked(cfg, workdir: str) -> al_loop.ALState:

@@ -114,7 +114,7 @@ def test_bad_input_exits_nonzero_with_one_line(override, message, tmp_path):
   lines = [l for l in proc.stderr.splitlines() if l.startswith('error:')]
   assert len(lines) == 1 and message in lines[0], proc.stderr[-2000:]
   assert proc.stderr.strip().endswith(lines[0])  # the last thing printed, no traceback
-  assert not os.path.exists(tmp_path / 'w' / 'results.json')
+  assert not os.path.exists(tmp_path / 'w')  # a failed start leaves no (empty) workdir behind
 
 
 def test_resuming_with_a_different_config_is_refused(tmp_path):
