@@ -541,13 +541,20 @@ def _fused_epoch(steps, setup: TrainSetup, state, history: Array, stats: dict, d
 def evaluate(setup: TrainSetup, state: TrainState, data: DeviceData) -> dict:
   """``{'accuracy': top-1 accuracy, 'class_correct': [C] hits per true class}`` on the test
   split (eval mode, no augmentation)."""
+  v = variables(state)
+  return _test_accuracy(setup, data, lambda x: jnp.argmax(
+      setup.model.apply(v, x, train=False), -1))
+
+
+def _test_accuracy(setup: TrainSetup, data: DeviceData, predict) -> dict:
+  """:func:`evaluate`'s metrics of ``predict`` (normalised test images -> predicted labels),
+  over the test split in chunks."""
   n = data.test_labels.shape[0]
   cap = parallel.round_up(n, setup.chunk)
-  v = variables(state)
 
   def correct(idx, valid):
-    logits = setup.model.apply(v, model_inputs(setup, data, idx, train_split=False), train=False)
-    return (jnp.argmax(logits, -1) == data.test_labels[idx]) & valid
+    return (predict(model_inputs(setup, data, idx, train_split=False))
+            == data.test_labels[idx]) & valid
 
   idx = jnp.minimum(jnp.arange(cap), n - 1)
   hits = parallel.map_in_chunks(correct, idx, jnp.int32(n), setup.chunk, setup.mesh)
@@ -644,19 +651,8 @@ def member_probs(setup: TrainSetup, states: TrainState, x: Array) -> Array:
 def evaluate_members(setup: TrainSetup, states: TrainState, data: DeviceData) -> dict:
   """:func:`evaluate` of the ensemble's prediction: the argmax of the members' mean probability
   (at most ``[K, chunk, C]`` at a time)."""
-  n = data.test_labels.shape[0]
-  cap = parallel.round_up(n, setup.chunk)
-
-  def correct(idx, valid):
-    x = model_inputs(setup, data, idx, train_split=False)
-    probs = member_probs(setup, states, x).mean(0)
-    return (jnp.argmax(probs, -1) == data.test_labels[idx]) & valid
-
-  idx = jnp.minimum(jnp.arange(cap), n - 1)
-  hits = parallel.map_in_chunks(correct, idx, jnp.int32(n), setup.chunk, setup.mesh)
-  class_correct = jax.ops.segment_sum(hits[:n].astype(jnp.int32), data.test_labels,
-                                      num_segments=setup.num_classes)
-  return {'accuracy': hits.sum() / n, 'class_correct': class_correct}
+  return _test_accuracy(setup, data,
+                        lambda x: jnp.argmax(member_probs(setup, states, x).mean(0), -1))
 
 
 # ---- compiled steps of a run --------------------------------------------------------------------

@@ -316,6 +316,7 @@ def test_rounds_after_the_first_compile_nothing(record_always):
 
 # ---- (d, e) the CLI end to end, SIGKILLed mid-round and rerun ------------------------------------
 
+@pytest.mark.extended  # ~60 s: the CLI + SIGKILL path every strategy shares is in the default run
 def test_cli_runs_the_ensemble_and_a_sigkill_mid_round_resumes_to_the_same_ids(tmp_path):
   flags = ['--config.strategy=ensemble', '--config.ensemble.members=3']
   cfg = tiny_config(strategy='ensemble', **{'ensemble.members': 3})
