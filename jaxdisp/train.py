@@ -345,46 +345,34 @@ def model_inputs(setup: TrainSetup, data: DeviceData, idx: Array, keys: Array | 
 
 def train_step(setup: TrainSetup, state: TrainState, data: DeviceData, idx: Array, mask: Array,
                key: Array) -> tuple[TrainState, StepSums]:
-  """One SGD step on the labeled rows ``idx`` (``mask``: real rows of a padded batch)."""
+  """One SGD step on the labeled rows ``idx`` (``mask``: real rows of a padded batch).
+
+  With an auxiliary head (:class:`AuxHead`) the step minimises the mean task loss + ``weight`` x
+  the head's loss; the head sees the stage outputs detached from epoch ``detach_epoch`` on
+  (``state.epoch``, traced: one compiled step for every epoch)."""
   k_aug, k_drop = jax.random.split(key)
   aug_keys = jax.random.split(k_aug, idx.shape[0]) if setup.train_cfg.augment else None
   x = model_inputs(setup, data, idx, aug_keys)
   labels = data.train_labels[idx]
   weights = mask.astype(jnp.float32)
   count = jnp.maximum(weights.sum(), 1.0)
-  if setup.aux is not None:
-    return _aux_train_step(setup, state, x, labels, mask, weights, count, k_drop)
-
-  def loss_fn(params):
-    logits, updates = setup.model.apply(
-        {'params': params, 'batch_stats': state.batch_stats}, x, train=True, mask=mask,
-        rngs={'dropout': k_drop}, mutable=['batch_stats'])
-    losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-    return (losses * weights).sum() / count, (logits, updates['batch_stats'])
-
-  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  updates, opt_state = setup.tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
-  correct = ((jnp.argmax(logits, -1) == labels) * weights).sum()
-  state = state.replace(params=params, batch_stats=batch_stats, opt_state=opt_state)
-  return state, StepSums(loss * weights.sum(), correct, weights.sum(), jnp.int32(-1))
-
-
-def _aux_train_step(setup: TrainSetup, state: TrainState, x: Array, labels: Array, mask: Array,
-                    weights: Array, count: Array, k_drop: Array) -> tuple[TrainState, StepSums]:
-  """:func:`train_step` of a model with an auxiliary head (:class:`AuxHead`): minimises the
-  mean task loss + ``weight`` x the head's loss; the head sees the stage outputs detached from
-  epoch ``detach_epoch`` on (``state.epoch``, traced: one compiled step for every epoch)."""
   aux = setup.aux
-  detach = (jnp.bool_(False) if aux.detach_epoch is None
-            else state.epoch >= aux.detach_epoch)
 
   def loss_fn(params):
-    (logits, out), updates = setup.model.apply(
-        {'params': params, 'batch_stats': state.batch_stats}, x, mask=mask, detach=detach,
-        rngs={'dropout': k_drop}, mutable=['batch_stats'], method='train_with_aux')
+    v = {'params': params, 'batch_stats': state.batch_stats}
+    if aux is None:
+      logits, updates = setup.model.apply(v, x, train=True, mask=mask, rngs={'dropout': k_drop},
+                                          mutable=['batch_stats'])
+    else:
+      detach = (jnp.bool_(False) if aux.detach_epoch is None
+                else state.epoch >= aux.detach_epoch)
+      (logits, out), updates = setup.model.apply(
+          v, x, mask=mask, detach=detach, rngs={'dropout': k_drop}, mutable=['batch_stats'],
+          method='train_with_aux')
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     task = (losses * weights).sum() / count
+    if aux is None:
+      return task, (logits, updates['batch_stats'], task, jnp.float32(0))
     aux_loss = aux.loss(out, jax.lax.stop_gradient(losses), mask)
     return task + aux.weight * aux_loss, (logits, updates['batch_stats'], task, aux_loss)
 
