@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding
 
 from jaxdisp import input_pipeline, models, parallel
 from jaxdisp.errors import ConfigError
@@ -314,6 +314,11 @@ def init_state(setup: TrainSetup, key: Array) -> TrainState:
   return TrainState(epoch=jnp.int32(0), params=params,
                     batch_stats=variables.get('batch_stats', {}),
                     opt_state=setup.tx.init(params))
+
+
+def history_sharding(setup: TrainSetup) -> NamedSharding:
+  """The history's layout: ``[T, P]`` split along the pool axis."""
+  return parallel.sharded(setup.mesh, 2, axis=1)
 
 
 def empty_history(setup: TrainSetup, pool_capacity: int) -> Array:
@@ -667,7 +672,7 @@ def compile_steps(setup: TrainSetup) -> Steps:
   init = jax.jit(functools.partial(init_members if ensemble else init_state, setup),
                  out_shardings=parallel.replicated(mesh))
   history = jax.jit(functools.partial(empty_history, setup), static_argnums=(0,),
-                    out_shardings=parallel.sharded(mesh, 2, axis=1))
+                    out_shardings=history_sharding(setup))
   stats = jax.jit(functools.partial(empty_stats, setup), static_argnums=(0,),
                   out_shardings=parallel.sharded(mesh, 1))
   if setup.step_loop == 'device':
@@ -678,7 +683,20 @@ def compile_steps(setup: TrainSetup) -> Steps:
   else:
     epoch = _host_loop_epoch(setup)
   evaluate_fn = evaluate_members if ensemble else evaluate
-  return Steps(init, history, epoch, jax.jit(functools.partial(evaluate_fn, setup)), stats)
+  return Steps(init, history, _keep_history_split(epoch, history_sharding(setup)),
+               jax.jit(functools.partial(evaluate_fn, setup)), stats)
+
+
+def _keep_history_split(epoch: Callable, sharding: NamedSharding) -> Callable:
+  """``epoch`` whose history comes back with ``sharding``. XLA returns a history with no rows
+  (strategies that record nothing) replicated; fed to the next epoch, that new input layout
+  compiled the epoch a second time. Moving an empty array costs nothing."""
+  def run(state, history, *rest):
+    state, history, *out = epoch(state, history, *rest)
+    if history.size == 0 and history.sharding != sharding:
+      history = jax.device_put(history, sharding)
+    return (state, history, *out)
+  return run
 
 
 def _host_loop_epoch(setup: TrainSetup, begin_fn=epoch_begin, step_fn=epoch_step,
