@@ -317,7 +317,12 @@ def init_state(setup: TrainSetup, key: Array) -> TrainState:
 
 
 def history_sharding(setup: TrainSetup) -> NamedSharding:
-  """The history's layout: ``[T, P]`` split along the pool axis."""
+  """The history's layout: ``[T, P]`` split along the pool axis; replicated when it has no rows
+  (strategies that record nothing). XLA hands a zero-size output back replicated whatever its
+  input was, so a split empty history changed layout after one epoch and compiled the epoch
+  again."""
+  if not setup.recording.num_rows:
+    return parallel.replicated(setup.mesh)
   return parallel.sharded(setup.mesh, 2, axis=1)
 
 
@@ -683,20 +688,7 @@ def compile_steps(setup: TrainSetup) -> Steps:
   else:
     epoch = _host_loop_epoch(setup)
   evaluate_fn = evaluate_members if ensemble else evaluate
-  return Steps(init, history, _keep_history_split(epoch, history_sharding(setup)),
-               jax.jit(functools.partial(evaluate_fn, setup)), stats)
-
-
-def _keep_history_split(epoch: Callable, sharding: NamedSharding) -> Callable:
-  """``epoch`` whose history comes back with ``sharding``. XLA returns a history with no rows
-  (strategies that record nothing) replicated; fed to the next epoch, that new input layout
-  compiled the epoch a second time. Moving an empty array costs nothing."""
-  def run(state, history, *rest):
-    state, history, *out = epoch(state, history, *rest)
-    if history.size == 0 and history.sharding != sharding:
-      history = jax.device_put(history, sharding)
-    return (state, history, *out)
-  return run
+  return Steps(init, history, epoch, jax.jit(functools.partial(evaluate_fn, setup)), stats)
 
 
 def _host_loop_epoch(setup: TrainSetup, begin_fn=epoch_begin, step_fn=epoch_step,
