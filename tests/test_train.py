@@ -208,7 +208,7 @@ def test_chunked_map_covers_buffers_that_are_not_whole_chunks(devices, n, chunk)
   np.testing.assert_array_equal(out['ok'], np.arange(n) < num)
 
 
-def test_an_unrecorded_history_keeps_its_split_and_the_epoch_compiles_once():
+def test_an_unrecorded_history_keeps_its_layout_and_the_epoch_compiles_once():
   """Without recorded rows (random, entropy, ...) the history passes through epoch_end untouched:
   it must come back in the layout empty_history made it in, or the second epoch compiles
   epoch_end again (it did, on 4 devices, when the empty history was split along the pool)."""
