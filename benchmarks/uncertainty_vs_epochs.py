@@ -80,15 +80,14 @@ def main(argv=None) -> int:
     where = os.path.join(workdir, f'T{t}')
     run_sweep(args.config, t, seeds, where, overrides)
     result['by_T'][str(t)] = summarize(where, seeds)
-  scores = [name for name, _, _ in report.SCORES
-            if any(name in result['by_T'][str(t)] for t in epochs)]
+  scores = list(dict.fromkeys(name for t in epochs for name in result['by_T'][str(t)]))
   rows = []
   for name in scores:
     for metric in ('auroc', 'aupr'):
       row = [name, metric.upper()]
       for t in epochs:
         v = result['by_T'][str(t)].get(name, {}).get(metric, [])
-        row.append(report._mean_std(v, 3))  # pylint: disable=protected-access
+        row.append(report.mean_std(v, 3))
       rows.append(row)
   err = [np.mean(result['by_T'][str(t)][scores[0]]['error_rate']) for t in epochs] if scores else []
   result['mean_error_rate'] = err

@@ -1,0 +1,205 @@
+"""The report's numbers over runs: learning curves, AULC, paired differences, labels saved, cost.
+
+Every spread is the sample standard deviation (``ddof=1``) over seeds; every interval is the
+95% Student t interval of a mean, ``mean ± t(0.975, n - 1) * s / sqrt(n)`` (``scipy.stats``).
+Strategies are compared with :data:`BASELINE` seed by seed: the same seed gives every strategy
+the same initial set and round-0 model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import numpy as np
+from scipy import stats
+
+from jaxdisp.config_lib import flatten
+from jaxdisp.report.loading import runs_by_strategy, strategies
+
+BASELINE = 'random'  # the strategy every other one is compared with
+
+
+def t_quantile_975(df: int) -> float:
+  """The 97.5% quantile of Student's t with ``df`` degrees of freedom (two-sided 95%)."""
+  if df < 1:
+    raise ValueError(f'df={df} must be >= 1')
+  return float(stats.t.ppf(0.975, df))
+
+
+def sample_std(values) -> float:
+  """Sample standard deviation (``ddof=1``); NaN for fewer than 2 values."""
+  v = np.asarray(values, np.float64)
+  return float(v.std(ddof=1)) if len(v) >= 2 else float('nan')
+
+
+def t_interval(values) -> tuple[float, float, float]:
+  """(mean, low, high): the 95% Student t interval of the mean; NaN bounds below 2 values."""
+  v = np.asarray(values, np.float64)
+  mean = float(v.mean()) if len(v) else float('nan')
+  if len(v) < 2:
+    return mean, float('nan'), float('nan')
+  half = t_quantile_975(len(v) - 1) * sample_std(v) / np.sqrt(len(v))
+  return mean, mean - half, mean + half
+
+
+# ----------------------------------------------------------------------------- AULC
+
+def aulc(labeled, accuracy, start: float | None = None, end: float | None = None) -> float:
+  """Area under the learning curve over ``[start, end]`` divided by ``end - start``.
+
+  The curve is the run's points (labels, accuracy) joined by straight lines; the trapezoid rule
+  integrates it exactly. ``start``/``end`` default to the first/last labeled count and must lie
+  inside the curve's range (points between rounds are interpolated linearly).
+  """
+  x, y = np.asarray(labeled, np.float64), np.asarray(accuracy, np.float64)
+  order = np.argsort(x, kind='stable')
+  x, y = x[order], y[order]
+  start = x[0] if start is None else float(start)
+  end = x[-1] if end is None else float(end)
+  if not x[0] <= start < end <= x[-1]:
+    raise ValueError(f'[{start}, {end}] is not a range inside the curve\'s [{x[0]}, {x[-1]}]')
+  xs = np.concatenate([[start], x[(x > start) & (x < end)], [end]])
+  ys = np.interp(xs, x, y)
+  return float(np.sum(np.diff(xs) * (ys[1:] + ys[:-1]) / 2.0) / (end - start))
+
+
+def aulc_range(runs) -> tuple[float, float] | None:
+  """[a, b]: the latest first labeled count and the earliest last one over ``runs`` (the range
+  every run covers); None if it is empty."""
+  a = max(r.labeled[0] for r in runs)
+  b = min(r.labeled[-1] for r in runs)
+  return (float(a), float(b)) if b > a else None
+
+
+@dataclasses.dataclass
+class Paired:
+  strategy: str
+  seeds: list[int]  # paired with the baseline
+  d_aulc: list[float]  # per seed: strategy - baseline
+  d_final: list[float]  # per seed: accuracy at b, strategy - baseline
+
+
+def paired_differences(runs, span: tuple[float, float]) -> list[Paired]:
+  """Each strategy's per-seed AULC and accuracy-at-``b`` differences against the baseline."""
+  a, b = span
+  by = {(r.strategy, r.seed): r for r in runs}
+  out = []
+  for s in strategies(runs):
+    if s == BASELINE:
+      continue
+    seeds = sorted(seed for (t, seed) in by if t == s and (BASELINE, seed) in by)
+    d_aulc, d_final = [], []
+    for seed in seeds:
+      run, ref = by[s, seed], by[BASELINE, seed]
+      d_aulc.append(aulc(run.labeled, run.accuracy, a, b) - aulc(ref.labeled, ref.accuracy, a, b))
+      d_final.append(float(np.interp(b, run.labeled, run.accuracy)
+                           - np.interp(b, ref.labeled, ref.accuracy)))
+    out.append(Paired(s, seeds, d_aulc, d_final))
+  return out
+
+
+# ----------------------------------------------------------------------------- accuracy
+
+@dataclasses.dataclass
+class Curve:
+  """A strategy's accuracy (%) per labeled count over its seeds."""
+  labeled: np.ndarray  # int [C], increasing
+  mean: np.ndarray  # [C]
+  std: np.ndarray  # [C], sample std (ddof=1; NaN with one seed)
+  n: np.ndarray  # int [C]: seeds with this count
+  seeds: list[int]
+
+
+def curves(runs, field: str = 'accuracy') -> dict[str, Curve]:
+  """Per strategy, ``field`` (``accuracy`` or ``balanced``, percent) per labeled count over its
+  seeds; rounds without a value (older results) are left out."""
+  out = {}
+  for s, mine in runs_by_strategy(runs).items():
+    per_count: dict[int, list[float]] = {}
+    for r in mine:
+      for n, a in zip(r.labeled, getattr(r, field)):
+        if a is not None:
+          per_count.setdefault(n, []).append(a)
+    counts = sorted(per_count)
+    vals = [np.asarray(per_count[n], np.float64) for n in counts]
+    out[s] = Curve(np.asarray(counts, np.int64), np.array([v.mean() for v in vals]),
+                   np.array([sample_std(v) for v in vals]),
+                   np.array([len(v) for v in vals], np.int64), sorted(r.seed for r in mine))
+  return out
+
+
+def labels_to_reach(labeled, mean, target: float) -> float | None:
+  """The labeled count where the piecewise-linear curve first reaches ``target`` (or None)."""
+  x, y = np.asarray(labeled, np.float64), np.asarray(mean, np.float64)
+  for i in range(len(x)):
+    if y[i] >= target:
+      if i == 0:
+        return float(x[0])
+      return float(x[i - 1] + (target - y[i - 1]) * (x[i] - x[i - 1]) / (y[i] - y[i - 1]))
+  return None
+
+
+@dataclasses.dataclass
+class Saved:
+  strategy: str
+  reaches_at: float | None  # labeled count at which the mean curve reaches the target
+  saved: float | None  # baseline_final_labels - reaches_at
+  best: float  # the curve's best mean accuracy
+
+
+def labels_saved(cs: dict[str, Curve]) -> tuple[tuple[int, float] | None, list[Saved]]:
+  """((the baseline's final labeled count, its final mean accuracy), one Saved per other
+  strategy); (None, []) without baseline runs."""
+  if BASELINE not in cs or not len(cs[BASELINE].labeled):
+    return None, []
+  final_n, target = int(cs[BASELINE].labeled[-1]), float(cs[BASELINE].mean[-1])
+  out = []
+  for s, c in cs.items():
+    if s == BASELINE:
+      continue
+    at = labels_to_reach(c.labeled, c.mean, target)
+    out.append(Saved(s, at, None if at is None else final_n - at, float(np.max(c.mean))))
+  return (final_n, target), out
+
+
+# ----------------------------------------------------------------------------- cost
+
+def pool_passes(strategy: str, config: dict) -> str:
+  """What a strategy's score costs per round, in forward passes over the pool: its registry
+  entry's ``cost`` with ``{config.key}`` filled in, or T for strategies that record the pool
+  every epoch. '?' for a strategy this process does not know."""
+  from jaxdisp import strategies as registry  # pylint: disable=g-import-not-at-top
+  if strategy not in registry.names():
+    return '?'
+  s = registry.get(strategy)
+  if s.records:
+    d, epochs = config.get('dispersion', {}), config.get('train', {}).get('epochs')
+    if epochs is None:
+      return 'T (one per recorded epoch, during training)'
+    t = len(range(int(d.get('record_from_epoch', 0)), int(epochs), int(d.get('record_every', 1))))
+    return f'{t} (T: one per recorded epoch, during training; none after)'
+  flat = flatten(config)
+  return re.sub(r'\{([a-z_.]+)\}', lambda m: str(flat.get(m.group(1), '?')), s.cost)
+
+
+def costs(runs) -> list[dict]:
+  """Per strategy: pool passes, mean seconds per round of training (all rounds), scoring and
+  selection (the rounds that queried), and ``query`` = score + select; runs."""
+  out = []
+  for s, mine in runs_by_strategy(runs).items():
+    train, score, select = [], [], []
+    for r in mine:
+      rounds = r.config.get('al', {}).get('rounds')
+      for i, sec in enumerate(r.seconds):
+        if 'train' in sec:
+          train.append(float(sec['train']))
+        queried = i < rounds if rounds is not None else i < len(r.seconds) - 1
+        if queried and 'score' in sec:
+          score.append(float(sec['score']))
+          select.append(float(sec.get('select', 0.0)))
+    mean = lambda v: float(np.mean(v)) if v else float('nan')
+    out.append({'strategy': s, 'passes': pool_passes(s, mine[0].config), 'runs': len(mine),
+                'train': mean(train), 'score': mean(score), 'select': mean(select),
+                'query': mean([a + b for a, b in zip(score, select)])})
+  return out
