@@ -2,7 +2,7 @@
 
 All files are derived from ``ALState`` (plus the config and dataset), so they are always
 consistent with the newest round checkpoint, and they are written with
-:func:`jaxdisp.io_utils.atomic_write`: a process killed mid-write leaves the previous version,
+:func:`jaxdisp.files.atomic_write`: a process killed mid-write leaves the previous version,
 never a torn file.
 """
 
@@ -17,7 +17,7 @@ import time
 import numpy as np
 from absl import logging
 
-from jaxdisp.io_utils import atomic_write
+from jaxdisp.files import atomic_write
 
 
 def results(cfg, dataset, state) -> dict:
