@@ -19,7 +19,7 @@ from absl import logging
 from etils import epath
 
 from jaxdisp import al_loop, checkpointing, config_lib, data, files, locking, oracle, outputs
-from jaxdisp import preemption, train
+from jaxdisp import preemption, progress, train
 from jaxdisp.errors import JaxdispError, NumericalError
 
 
@@ -87,8 +87,8 @@ def _run_locked(cfg, workdir: str) -> al_loop.ALState:
     exp = al_loop.Experiment.create(cfg, dataset)
     state = _restore(ckpt, exp, workdir, primary)
     if not al_loop.is_finished(state, cfg):
-      runner = Runner(exp, workdir, ckpt, outputs.Progress(workdir, cfg, cfg.al.rounds + 1,
-                                                           write=primary), primary)
+      runner = Runner(exp, workdir, ckpt, progress.Progress(workdir, cfg, cfg.al.rounds + 1,
+                                                            write=primary), primary)
       with preemption.StopSignal() as stop:
         runner.stop = stop
         state = runner.run(state)
