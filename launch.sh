@@ -21,12 +21,10 @@
 #   the repository from the TPU VM.
 # - run starts the job on every worker with `--worker=all`, detached with nohup + setsid (log:
 #   ~/jaxdisp-logs/run.log on each worker), so a dropped ssh connection does not stop it.
-# - A gs:// workdir is staged: jaxdisp.main writes to ~/jaxdisp-runs/BUCKET/PATH on the worker
-#   (it writes its outputs with local file operations), worker 0 mirrors that to the bucket every
-#   --sync-every seconds and when the job ends, and every worker first copies an existing gs://
-#   workdir down, so a re-created VM (spot preemption) resumes. Checkpoints are not staged: every
-#   worker writes them straight to gs://.../checkpoints (--config.checkpoint.dir; orbax writes GCS
-#   natively and each process of a multi-host slice writes its own shards there).
+# - A gs:// workdir goes to jaxdisp.main as it is: process 0 writes the outputs there through
+#   etils.epath (tf.io.gfile: setup installs TensorFlow with [tfds]), and every worker writes its
+#   checkpoint shards to gs://.../checkpoints through orbax, so a re-created VM (spot preemption)
+#   resumes from the bucket. Nothing is staged on the workers' disks.
 # - Remote scripts use $HOME etc. in single quotes on purpose: they expand on the TPU VM.
 # shellcheck disable=SC2016
 set -euo pipefail
@@ -51,7 +49,6 @@ Commands:
                  dropped ssh connection does not stop it. Refuses while a job is still running.
                  Every flag not listed here is passed to jaxdisp.main unchanged.
       --foreground      stay attached, stream the output, exit with the job's status
-      --sync-every S    gs:// workdirs: mirror the run to the bucket every S seconds (300)
   status [--lines N]    the TPU's state, and on every worker whether the job runs + the last
                         N (5) lines of its log
   fetch --workdir DIR [--dest DIR]
@@ -76,15 +73,14 @@ Flags, anywhere on the line (defaults from the environment variables in brackets
                   (gcloud need not be installed)
   -h, --help      this help
 
-Workdirs (run, fetch): a gs://BUCKET/PATH workdir is staged: jaxdisp.main writes to
-~/jaxdisp-runs/BUCKET/PATH on the workers, worker 0 mirrors it to the bucket every --sync-every
-seconds and at the end, and every worker copies an existing gs:// workdir down before starting, so
-rerunning `run` on a re-created VM (after a spot preemption) resumes. Checkpoints skip the staging:
-every worker writes them to gs://BUCKET/PATH/checkpoints directly (--config.checkpoint.dir), which
-is what a multi-host slice (v4-16 and up, v5litepod-16 and up) needs: all workers run the job as one
-JAX program, each writing its own shards. The TPU VM's service account needs write access to the
-bucket. Any other workdir is on the worker's disk, relative to ~/jaxdisp (single-host types only,
-unless --config.checkpoint.dir points at a folder all workers share).
+Workdirs (run, fetch): jaxdisp.main writes a gs://BUCKET/PATH workdir directly: its outputs
+(results, TensorBoard, the label ledger, ...) and its checkpoints (gs://BUCKET/PATH/checkpoints,
+written by every worker, which is what a multi-host slice -- v4-16 and up, v5litepod-16 and up --
+needs: all workers run the job as one JAX program, each writing its own shards). Rerunning `run` on
+a re-created VM (after a spot preemption) resumes from the bucket. The TPU VM's service account
+needs write access to the bucket. One job per gs:// workdir: the workdir lock only stops a second
+job on the same VM. Any other workdir is on the worker's disk, relative to ~/jaxdisp (single-host
+types only, unless --config.checkpoint.dir points at a folder all workers share).
 
 Errors (a missing gcloud, a missing or unknown flag, an unknown command) are one line
 `error: ...` on stderr and exit status 2.
@@ -297,13 +293,13 @@ has_checkpoint_dir() {
 }
 
 cmd_run() {
-  local config='' workdir='' have_workdir=0 foreground=0 sync_every=300 pass=() a
+  local config='' workdir='' have_workdir=0 foreground=0 pass=() a
   set -- ${ARGS[@]+"${ARGS[@]}"}
   while (($#)); do
     a=$1
     shift
     case $a in
-      --config | --workdir | --sync-every)
+      --config | --workdir)
         (($#)) || die "$a needs a value"
         set -- "$a=$1" "${@:2}"
         continue
@@ -316,7 +312,9 @@ cmd_run() {
         workdir=${a#*=}
         have_workdir=1
         ;;
-      --sync-every=*) sync_every=${a#*=} ;;
+      --sync-every | --sync-every=*)
+        die "--sync-every is gone: jaxdisp.main writes gs:// workdirs directly, nothing is mirrored"
+        ;;
       --foreground) foreground=1 ;;
       *) pass+=("$a") ;;
     esac
@@ -332,7 +330,6 @@ cmd_run() {
     [[ -f $repo/$config_file ]] ||
       die "--config=$config: no such file in $repo (run reads it from the copy that setup installed, relative to the repo root)"
   fi
-  [[ $sync_every =~ ^[1-9][0-9]*$ ]] || die "--sync-every=$sync_every: a number of seconds > 0"
   if ((have_workdir)) && [[ -z $workdir ]]; then die "--workdir is empty"; fi
   need_gcloud
   gcloud_common
@@ -341,39 +338,24 @@ cmd_run() {
   local main_args
   main_args=$(join_quoted ${pass[@]+"${pass[@]}"})
   # On SIGTERM (a spot VM shutting down) this script waits for jaxdisp.main, which checkpoints and
-  # exits, then makes the final copy to gs://.
+  # exits, and logs its exit status.
   local inner='trap "echo launch.sh: got SIGTERM, waiting for jaxdisp.main" TERM; cd "$HOME/jaxdisp" || exit 1; '
+  local wd_arg=''
   if [[ $workdir == gs://* ]]; then
     local rel=${workdir#gs://}
     while [[ $rel == */ ]]; do rel=${rel%/}; done
     [[ -n $rel && $rel != /* ]] || die "--workdir=$workdir: expected gs://BUCKET/PATH"
-    local gs="gs://$rel"
-    inner+='gs='"$(shquote "$gs")"'; wd="$HOME/jaxdisp-runs/"'"$(shquote "$rel")"'; mkdir -p "$wd" || exit 1; '
-    inner+='primary=1; w=$(curl -sf -m 5 -H "Metadata-Flavor: Google" '"$METADATA"'/agent-worker-number 2>/dev/null) && [ "$w" != 0 ] && primary=0; '
-    inner+='if gcloud storage ls "$gs" >/dev/null 2>&1; then echo "launch.sh: copying $gs to $wd"; gcloud storage rsync -r -x "checkpoints/.*" "$gs" "$wd" || { echo "launch.sh: error: cannot copy $gs to $wd" >&2; exit 1; }; fi; '
-    inner+='push() { [ "$primary" = 1 ] || return 0; gcloud storage rsync -r -x "checkpoints/.*|.*[.]jaxdisp-tmp$" "$wd" "$gs"; }; '
-    inner+='syncer=; if [ "$primary" = 1 ]; then mkdir -p "$HOME/jaxdisp-logs"; ( while sleep '"$sync_every"'; do push || echo "launch.sh: warning: copying $wd to $gs failed, retrying"; done ) >> "$HOME/jaxdisp-logs/sync.log" 2>&1 & syncer=$!; fi; '
-    # Checkpoints go straight to the bucket from every worker (orbax writes GCS natively; each
-    # process of a multi-host slice writes its own shards), unless the run names its own folder.
-    local ckpt_arg=''
-    has_checkpoint_dir ${pass[@]+"${pass[@]}"} ||
-      ckpt_arg=' '$(shquote "--config.checkpoint.dir=$gs/checkpoints")
-    inner+="$py${main_args:+ $main_args}$ckpt_arg"' --workdir="$wd"; rc=$?; '
-    inner+='[ -z "$syncer" ] || kill "$syncer" 2>/dev/null; '
-    inner+='if [ "$primary" = 1 ]; then echo "launch.sh: copying $wd to $gs"; push || { echo "launch.sh: error: copying $wd to $gs failed; the run is in $wd on this worker" >&2; [ "$rc" != 0 ] || rc=1; }; fi; '
-  else
-    local wd_arg=''
-    if ((have_workdir)); then
-      if [[ $workdir == \~ ]]; then
-        wd_arg='--workdir="$HOME"'
-      elif [[ $workdir == \~/* ]]; then
-        wd_arg='--workdir="$HOME"/'"$(shquote "${workdir#\~/}")"
-      else
-        wd_arg=$(shquote "--workdir=$workdir")
-      fi
+    wd_arg=$(shquote "--workdir=gs://$rel")
+  elif ((have_workdir)); then
+    if [[ $workdir == \~ ]]; then
+      wd_arg='--workdir="$HOME"'
+    elif [[ $workdir == \~/* ]]; then
+      wd_arg='--workdir="$HOME"/'"$(shquote "${workdir#\~/}")"
+    else
+      wd_arg=$(shquote "--workdir=$workdir")
     fi
-    inner+="$py${main_args:+ $main_args}${wd_arg:+ $wd_arg}"'; rc=$?; '
   fi
+  inner+="$py${main_args:+ $main_args}${wd_arg:+ $wd_arg}"'; rc=$?; '
   inner+='echo "launch.sh: jaxdisp.main exited with status $rc"; exit "$rc"'
 
   # A multi-host slice needs one checkpoint folder that every worker sees (gs:// or a shared

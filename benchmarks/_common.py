@@ -14,7 +14,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from typing import Callable
 
@@ -92,12 +91,9 @@ def interleaved(fns: dict[str, Callable[[], object]], reps: int, warmup: int = 1
 
 def write_json(out: str, name: str, quick: bool, result: dict) -> str:
   """Writes ``<out>/<name>[_quick].json`` atomically; returns the path."""
-  os.makedirs(out, exist_ok=True)
+  from jaxdisp import files  # pylint: disable=g-import-not-at-top
   path = os.path.join(out, f'{name}_quick.json' if quick else f'{name}.json')
-  fd, tmp = tempfile.mkstemp(dir=out, suffix='.tmp')
-  with os.fdopen(fd, 'w') as f:
-    json.dump(result, f, indent=1, default=_jsonable)
-  os.replace(tmp, path)
+  files.atomic_write(path, json.dumps(result, indent=1, default=_jsonable))
   return path
 
 

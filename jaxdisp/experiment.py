@@ -12,14 +12,14 @@ keeps a second run off the same workdir. It is what
 from __future__ import annotations
 
 import os
-import shutil
 import time
 
 import jax
 from absl import logging
+from etils import epath
 
-from jaxdisp import al_loop, checkpointing, config_lib, data, io_utils, locking, oracle, outputs
-from jaxdisp import preemption, train
+from jaxdisp import al_loop, checkpointing, config_lib, data, files, locking, oracle, outputs
+from jaxdisp import preemption, progress, train
 from jaxdisp.errors import JaxdispError, NumericalError
 
 
@@ -38,11 +38,12 @@ def run(cfg, workdir: str) -> al_loop.ALState:
   :class:`~jaxdisp.errors.Preempted` after a stop signal (checkpoint saved).
   """
   config_lib.validate(cfg)
-  created = not os.path.exists(workdir)
   try:
-    os.makedirs(workdir, exist_ok=True)
-  except OSError as e:
-    raise JaxdispError(f'cannot create --workdir {workdir}: {e.strerror or e}') from None
+    created = not files.exists(workdir)
+    files.makedirs(workdir)
+  except (OSError, ImportError) as e:  # ImportError: no backend for gs:// (gcsfs or tensorflow)
+    raise JaxdispError(f'cannot create --workdir {workdir}: '
+                       f'{getattr(e, "strerror", None) or e}') from None
   try:
     # One run per workdir, taken before the data loads, so a second run stops at once.
     with locking.workdir_lock(workdir, jax.process_index()):
@@ -58,11 +59,10 @@ def _remove_if_unused(workdir: str) -> None:
   before writing anything, e.g. on bad data; orbax may have made empty checkpoint folders), so a
   failed start leaves no empty folder behind. Anything else in it is kept."""
   try:
-    for root, _, files in os.walk(workdir):
-      if any(root != workdir or not (f.startswith('.jaxdisp') and f.endswith('.lock'))
-             for f in files):
+    for depth, (_, _, names) in enumerate(epath.Path(workdir).walk()):  # the workdir comes first
+      if any(depth or not (f.startswith('.jaxdisp') and f.endswith('.lock')) for f in names):
         return
-    shutil.rmtree(workdir)
+    epath.Path(workdir).rmtree()
   except OSError:
     pass  # not ours to remove (a file appeared, permissions): keep it
 
@@ -72,7 +72,7 @@ def _run_locked(cfg, workdir: str) -> al_loop.ALState:
   config_lib.validate_against_data(cfg, dataset.num_train, dataset.num_classes)
   primary = jax.process_index() == 0  # the one process that writes outputs (all checkpoint)
   if primary:
-    io_utils.remove_stale_temporaries(workdir)
+    files.remove_stale_temporaries(workdir)
   logging.info('dataset %s: %d train / %d test, %d classes; %d %s device(s)', dataset.name,
                dataset.num_train, dataset.num_test, dataset.num_classes, jax.device_count(),
                jax.devices()[0].platform)
@@ -87,8 +87,8 @@ def _run_locked(cfg, workdir: str) -> al_loop.ALState:
     exp = al_loop.Experiment.create(cfg, dataset)
     state = _restore(ckpt, exp, workdir, primary)
     if not al_loop.is_finished(state, cfg):
-      runner = Runner(exp, workdir, ckpt, outputs.Progress(workdir, cfg, cfg.al.rounds + 1,
-                                                           write=primary), primary)
+      runner = Runner(exp, workdir, ckpt, progress.Progress(workdir, cfg, cfg.al.rounds + 1,
+                                                            write=primary), primary)
       with preemption.StopSignal() as stop:
         runner.stop = stop
         state = runner.run(state)
@@ -208,7 +208,7 @@ class Runner:
       return
     diag = al_loop.pool_diagnostics(self.exp, ctx, scored)  # collectives: every process joins
     if self.primary:
-      io_utils.save_npz_atomic(
+      files.save_npz(
           os.path.join(self.workdir, 'diagnostics', f'round_{ctx.round}.npz'), **diag)
 
   def _resume(self, ctx: al_loop.RoundCtx) -> al_loop.RoundCtx:

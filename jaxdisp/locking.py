@@ -12,6 +12,12 @@ uses the same workdir on the same machine: two machines with their own workdirs 
 ``gs://`` checkpoint folder are not stopped from writing it at the same time. On NFS, Linux
 emulates ``flock`` with NFS byte-range locks; where a filesystem supports no locks at all, or the
 lock file cannot be created (a read-only workdir), the run goes on unlocked with a warning.
+
+A ``gs://`` workdir (or ledger) has no local filesystem, and an object store has no ``flock``:
+its lock is a local lock file named by a hash of the path, in :func:`remote_lock_folder`
+(``$TMPDIR/jaxdisp-locks``). It stops a second run or import on the same machine, exactly as a
+local lock does; it does not stop one on another machine (or in another container with its own
+``/tmp``) from using the same ``gs://`` workdir. Run one job per ``gs://`` workdir.
 """
 
 from __future__ import annotations
@@ -19,14 +25,18 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import socket
 import sys
+import tempfile
 import time
 
 from absl import logging
+from etils import epath
 
+from jaxdisp import files
 from jaxdisp.errors import JaxdispError, LockHeld
 
 WORKDIR_LOCK = '.jaxdisp.lock'
@@ -87,15 +97,32 @@ def exclusive(lock_path: str, what: str, hint: str = 'wait for it to finish, or 
     os.close(fd)  # releases the lock
 
 
+def remote_lock_folder() -> str:
+  """Where the local lock files of ``gs://`` workdirs and ledgers are (made on first use)."""
+  return os.path.join(tempfile.gettempdir(), 'jaxdisp-locks')
+
+
+def lock_file(path: str) -> str:
+  """Where the lock file ``path`` is kept: at ``path`` on a local filesystem; for a ``gs://``
+  path, a local file named by a hash of it (see the module docstring)."""
+  if not files.is_remote(path):
+    return path
+  folder = remote_lock_folder()
+  with contextlib.suppress(OSError):  # if it cannot be made, opening the lock file says so
+    os.makedirs(folder, exist_ok=True)
+  digest = hashlib.sha256(str(epath.Path(path)).encode()).hexdigest()[:24]  # gs://b//x = gs://b/x
+  return os.path.join(folder, f'{digest}-{os.path.basename(path).lstrip(".")}')
+
+
 def workdir_lock(workdir: str, process_index: int = 0):
   """One run at a time on ``workdir``. Each process of a multi-process run takes its own lock
   file (processes on one machine may share a workdir), so a second run's processes all stop."""
   name = WORKDIR_LOCK if process_index == 0 else f'.jaxdisp.process{process_index}.lock'
-  return exclusive(os.path.join(workdir, name), f'workdir {workdir}',
+  return exclusive(lock_file(os.path.join(workdir, name)), f'workdir {workdir}',
                    'wait for that run to finish or stop it, or use another --workdir')
 
 
 def ledger_lock(ledger_path: str):
   """One label import at a time into the ledger ``ledger_path``."""
-  return exclusive(ledger_path + '.lock', f'the label ledger {ledger_path}',
+  return exclusive(lock_file(ledger_path + '.lock'), f'the label ledger {ledger_path}',
                    'wait for that import to finish, then import again')

@@ -1,23 +1,21 @@
-"""Outputs in the workdir: results.json, selections.jsonl, learning_curve.png, TensorBoard, progress.
+"""A run's results in its workdir: results.json, selections.jsonl, learning_curve.png, summary.
 
 All files are derived from ``ALState`` (plus the config and dataset), so they are always
 consistent with the newest round checkpoint, and they are written with
-:func:`jaxdisp.io_utils.atomic_write`: a process killed mid-write leaves the previous version,
-never a torn file.
+:func:`jaxdisp.files.atomic_write` (the workdir may be a ``gs://`` path): a process killed
+mid-write leaves the previous version, never a torn file. Progress lines and TensorBoard are
+:mod:`jaxdisp.progress`.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import math
 import os
-import time
 
 import numpy as np
-from absl import logging
 
-from jaxdisp.io_utils import atomic_write
+from jaxdisp.files import atomic_write
 
 
 def results(cfg, dataset, state) -> dict:
@@ -101,58 +99,3 @@ def summary(state) -> str:
     lines.append(f'{r:5d}  {int(state.num_labeled[r]):7d}  {100 * state.test_accuracy[r]:7.2f}%'
                  f'  {balanced}  {state.seconds[r, 0]:7.1f}  {state.seconds[r, 1]:7.1f}')
   return '\n'.join(lines)
-
-
-class Progress:
-  """Per-epoch TensorBoard scalars (TF-free event files) and periodic progress lines with ETA."""
-
-  def __init__(self, workdir: str, cfg, total_rounds: int, write: bool = True):
-    from jaxdisp import tensorboard_writer  # pylint: disable=g-import-not-at-top
-    self.writer = tensorboard_writer.create(os.path.join(workdir, 'tensorboard'), write)
-    self.epochs, self.rounds = cfg.train.epochs, total_rounds
-    self.interval = cfg.log.progress_seconds
-    self.batch_size = cfg.train.batch_size
-    self._last = 0.0
-    self._round_start = time.perf_counter()
-    self._start_epoch = 0
-
-  def start_round(self, round_: int, start_epoch: int) -> None:
-    self._round_start, self._start_epoch = time.perf_counter(), start_epoch
-    self._last = 0.0
-
-  def on_epoch(self, round_: int, epoch: int, metrics: dict) -> None:
-    """``metrics``: an epoch's ``train.EpochMetrics.to_host()``."""
-    step = round_ * self.epochs + epoch + 1
-    m = {k: float(v) for k, v in metrics.items()}
-    scalars = {'train/loss': m['loss'], 'train/accuracy': m['train_accuracy'],
-               'train/learning_rate': m['learning_rate']}
-    if math.isfinite(m.get('aux_loss', math.nan)):  # a strategy's auxiliary head (learning_loss)
-      scalars['train/aux_loss'] = m['aux_loss']
-    self.writer.write_scalars(step, scalars)
-    now = time.perf_counter()
-    done = epoch + 1 - self._start_epoch
-    if now - self._last >= self.interval or epoch + 1 == self.epochs:
-      self._last = now
-      per_epoch = (now - self._round_start) / max(done, 1)
-      eta = per_epoch * (self.epochs - epoch - 1)
-      img_s = m['steps'] * self.batch_size / max(per_epoch, 1e-9)
-      logging.info('round %d/%d epoch %d/%d  loss %.4f  train_acc %.3f  lr %.4g  '
-                   '%.1f steps/s (%.0f img/s incl. pool scoring)  ETA round %s',
-                   round_, self.rounds - 1, epoch + 1, self.epochs, m['loss'],
-                   m['train_accuracy'], m['learning_rate'], m['steps'] / max(per_epoch, 1e-9),
-                   img_s, _fmt_seconds(eta))
-
-  def on_round(self, state, round_: int) -> None:
-    self.writer.write_scalars(int(state.num_labeled[round_]),
-                              {'al/test_accuracy': float(state.test_accuracy[round_])})
-    self.writer.flush()
-
-  def close(self) -> None:
-    self.writer.close()
-
-
-def _fmt_seconds(s: float) -> str:
-  if not math.isfinite(s):
-    return '?'
-  s = int(s)
-  return f'{s // 3600}h{s % 3600 // 60:02d}m' if s >= 3600 else f'{s // 60}m{s % 60:02d}s'

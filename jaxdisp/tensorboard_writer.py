@@ -1,136 +1,122 @@
-"""TensorBoard scalars without TensorFlow: a pure-Python event-file writer.
+"""TensorBoard scalars, written by tensorboardX (no TensorFlow needed).
 
-TensorBoard reads ``events.out.tfevents.*`` files: TFRecord framing (length, masked CRC-32C of
-the length, payload, masked CRC-32C of the payload) around serialized ``tensorflow.Event``
-protocol buffers. A scalar is an ``Event{wall_time, step, summary{value{tag, simple_value}}}``,
-which TensorBoard's scalars dashboard shows as it does TensorFlow's own. The few protobuf fields
-needed are encoded here by hand, so writing needs neither TensorFlow nor ``tensorboard`` nor
-``protobuf`` (clu's writer imports TensorFlow; ``tensorboard``'s own writer imports it too
-whenever it is installed). Viewing the files needs only ``pip install tensorboard``.
+tensorboardX writes the ``events.out.tfevents.*`` files: TFRecord framing around serialized
+``tensorflow.Event`` protocol buffers (protobuf comes with orbax), which TensorBoard's scalars
+dashboard shows as it does TensorFlow's own. Viewing the files needs only ``pip install
+tensorboard``. Each ``write_scalars`` is one event, flushed at once, so a live TensorBoard sees
+every epoch. A ``gs://`` folder is written through :mod:`jaxdisp.files` (``etils.epath``): an
+object cannot be appended to, so the event file is kept in memory and every flush writes it
+whole, as one object.
 
-If the folder cannot be written, the writer logs one warning that TensorBoard output is off and
-ignores later calls: a full disk or a read-only workdir never stops an experiment over its
-TensorBoard curves.
+TensorBoard output never stops an experiment: without tensorboardX installed, :func:`create`
+logs one warning and returns a writer that does nothing; if the folder cannot be written (a full
+disk, a read-only workdir), the writer logs one warning that TensorBoard output is off and
+ignores later calls.
 """
 
 from __future__ import annotations
 
+import io
 import os
-import socket
-import struct
 import time
 
 from absl import logging
 
-_CRC_TABLE = []
-for _n in range(256):
-  _c = _n
-  for _ in range(8):
-    _c = (_c >> 1) ^ 0x82F63B78 if _c & 1 else _c >> 1  # CRC-32C (Castagnoli), reflected
-  _CRC_TABLE.append(_c)
+from jaxdisp import files
+
+_SUFFIX = f'.{os.getpid()}.jaxdisp'  # events.out.tfevents.<time>.<host>.<pid>.jaxdisp
 
 
-def crc32c(data: bytes) -> int:
-  crc = 0xFFFFFFFF
-  for b in data:
-    crc = _CRC_TABLE[(crc ^ b) & 0xFF] ^ (crc >> 8)
-  return crc ^ 0xFFFFFFFF
+class _ObjectFile:
+  """An event file at a URI: the records so far, written as one object on every flush."""
+
+  def __init__(self, path: str):
+    self.path, self._records = path, io.BytesIO()
+
+  def write(self, data: bytes) -> None:
+    self._records.write(data)
+
+  def flush(self) -> None:
+    files.atomic_write(self.path, self._records.getvalue())
+
+  def close(self) -> None:
+    self.flush()
 
 
-def _masked_crc(data: bytes) -> int:
-  crc = crc32c(data)
-  return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+class _ObjectFiles:
+  """tensorboardX's writer factory for ``gs://`` paths (instead of its google-cloud-storage one)."""
+
+  def open(self, path: str) -> _ObjectFile:
+    return _ObjectFile(path)
+
+  def directory_check(self, path: str) -> None:
+    del path  # object stores have no folders to make
 
 
-def tfrecord(payload: bytes) -> bytes:
-  """One TFRecord: uint64 length, masked CRC of it, payload, masked CRC of the payload."""
-  length = struct.pack('<Q', len(payload))
-  return (length + struct.pack('<I', _masked_crc(length)) + payload
-          + struct.pack('<I', _masked_crc(payload)))
-
-
-def _varint(n: int) -> bytes:
-  n &= (1 << 64) - 1  # negative int64 as two's complement (10 bytes), as protobuf does
-  out = bytearray()
-  while True:
-    byte = n & 0x7F
-    n >>= 7
-    if n:
-      out.append(byte | 0x80)
-    else:
-      out.append(byte)
-      return bytes(out)
-
-
-def _field_bytes(number: int, value: bytes) -> bytes:
-  return _varint(number << 3 | 2) + _varint(len(value)) + value
-
-
-def event(wall_time: float, step: int = 0, *, file_version: str | None = None,
-          scalars: dict[str, float] | None = None) -> bytes:
-  """A serialized ``tensorflow.Event`` (fields 1 wall_time, 2 step, 3 file_version, 5 summary)."""
-  out = b'\x09' + struct.pack('<d', wall_time) + b'\x10' + _varint(int(step))
-  if file_version is not None:
-    out += _field_bytes(3, file_version.encode())
-  if scalars:
-    # Summary{repeated Value value = 1}; Value{string tag = 1; float simple_value = 2}
-    values = b''.join(
-        _field_bytes(1, _field_bytes(1, tag.encode()) + b'\x15' + struct.pack('<f', float(v)))
-        for tag, v in scalars.items())
-    out += _field_bytes(5, values)
-  return out
+def _tensorboardx():
+  """tensorboardX's event writer and summary builder, or None when it is not installed."""
+  try:
+    # pylint: disable=g-import-not-at-top
+    from tensorboardX import event_file_writer, record_writer, summary
+    from tensorboardX.proto import event_pb2, summary_pb2
+  except ImportError:
+    return None
+  record_writer.register_writer_factory('gs', _ObjectFiles())
+  return event_file_writer, summary, event_pb2, summary_pb2
 
 
 class EventFileWriter:
   """Appends scalar events to a new ``events.out.tfevents.*`` file in ``logdir``.
 
-  The file is created on the first write (a run that writes nothing leaves no file); every
-  ``write_scalars`` is one small write, flushed at once.
+  The file is created on the first write (a run that writes nothing leaves no file).
   """
 
-  def __init__(self, logdir: str):
+  def __init__(self, logdir: str, tensorboardx):
     self.logdir = logdir
-    self.path = None
-    self._file = None
+    self._tbx = tensorboardx
+    self._events = None
     self._off = False
 
   def _open(self):
-    os.makedirs(self.logdir, exist_ok=True)
-    now = time.time()
-    self.path = os.path.join(self.logdir, f'events.out.tfevents.{int(now):010d}.'
-                             f'{socket.gethostname()}.{os.getpid()}.jaxdisp')
-    self._file = open(self.path, 'ab')
-    self._file.write(tfrecord(event(now, 0, file_version='brain.Event:2')))
+    event_file_writer = self._tbx[0]
+    if not files.is_remote(self.logdir):
+      files.makedirs(self.logdir)
+    self._events = event_file_writer.EventsWriter(os.path.join(self.logdir, 'events'), _SUFFIX)
 
   def _guard(self, action, *args):
     if self._off:
       return
     try:
       action(*args)
-    except OSError as e:
+    except Exception as e:  # pylint: disable=broad-except
+      # OSError locally; a remote filesystem's backend raises its own errors
       self._off = True
       logging.warning('TensorBoard output is off: cannot write to %s (%s)', self.logdir,
-                      e.strerror or e)
+                      getattr(e, 'strerror', None) or e)
 
   def write_scalars(self, step: int, scalars: dict[str, float]) -> None:
+    _, summary, event_pb2, summary_pb2 = self._tbx
+
     def write():
-      if self._file is None:
+      if self._events is None:
         self._open()
-      self._file.write(tfrecord(event(time.time(), step, scalars=scalars)))
-      self._file.flush()  # one small write per epoch: a live TensorBoard sees every epoch
+      values = [v for tag, x in scalars.items() for v in summary.scalar(tag, float(x)).value]
+      self._events.write_event(event_pb2.Event(wall_time=time.time(), step=int(step),
+                                               summary=summary_pb2.Summary(value=values)))
+      self._events.flush()
     self._guard(write)
 
   def flush(self) -> None:
-    self._guard(lambda: self._file and self._file.flush())
+    self._guard(lambda: self._events and self._events.flush())
 
   def close(self) -> None:
-    if self._file is not None:
-      self._guard(self._file.close)
-      self._file = None
+    if self._events is not None:
+      self._guard(self._events.close)
+      self._events = None
 
 
 class NoopWriter:
-  """For processes other than the one that writes outputs."""
+  """For processes other than the one that writes outputs, and installs without tensorboardX."""
 
   def write_scalars(self, step, scalars):
     del step, scalars
@@ -143,6 +129,13 @@ class NoopWriter:
 
 
 def create(logdir: str, write: bool = True):
-  """The writer ``reporting.Progress`` uses: an event-file writer, or a no-op when ``write`` is
-  False (processes other than process 0)."""
-  return EventFileWriter(logdir) if write else NoopWriter()
+  """The writer :class:`jaxdisp.progress.Progress` uses: an event-file writer, or a no-op when
+  ``write`` is False (processes other than process 0) or tensorboardX is not installed."""
+  if not write:
+    return NoopWriter()
+  tensorboardx = _tensorboardx()
+  if tensorboardx is None:
+    logging.warning('TensorBoard output is off: tensorboardX is not installed '
+                    '(pip install tensorboardX)')
+    return NoopWriter()
+  return EventFileWriter(logdir, tensorboardx)

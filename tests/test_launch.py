@@ -3,8 +3,9 @@
 The fake gcloud (a small Python script first on PATH) appends each call's argv to a log. For the
 end-to-end tests it also plays a one-worker TPU VM: `tpu-vm ssh --command=C` runs `bash -c C` with
 HOME set to a temporary "VM home", `tpu-vm scp` copies to and from that home, and `gcloud storage`
-maps gs://BUCKET/PATH to a temporary folder, so the remote scripts that launch.sh generates run for
-real (setup's unpacking and pip call, the detached run with its gs:// staging, status, fetch).
+maps gs://BUCKET/PATH to a temporary folder (as does the fake jaxdisp.main for its gs:// workdir),
+so the remote scripts that launch.sh generates run for real (setup's unpacking and pip call, the
+detached run, status, fetch).
 No network, no real gcloud, a few seconds in all.
 """
 
@@ -85,25 +86,26 @@ if args[:2] == ['storage', 'cp']:
 sys.exit(0)
 '''
 
-# The `python` of the venv on the fake VM: `-m jaxdisp.main` counts its runs in the workdir.
+# The `python` of the venv on the fake VM: `-m jaxdisp.main` counts its runs in the workdir (a
+# gs:// workdir in the fake bucket: jaxdisp writes it through etils.epath, orbax natively).
 FAKE_VM_PYTHON = r'''#!{python}
 import json, os, sys, time
 args = sys.argv[1:]
 with open(os.path.join(os.environ['HOME'], 'python-calls.jsonl'), 'a') as f:
     f.write(json.dumps({'cwd': os.getcwd(), 'args': args}) + '\n')
+def local(p):
+    return os.path.join(os.environ['FAKE_GCS'], p[len('gs://'):]) if p.startswith('gs://') else p
 if args[:2] == ['-m', 'jaxdisp.main']:
     wd = [a.split('=', 1)[1] for a in args if a.startswith('--workdir=')][0]
     ckpt = ([a.split('=', 1)[1] for a in args if a.startswith('--config.checkpoint.dir=')]
             or [os.path.join(wd, 'checkpoints')])[0]
-    if ckpt.startswith('gs://'):  # the fake bucket (orbax writes GCS itself)
-      ckpt = os.path.join(os.environ['FAKE_GCS'], ckpt[len('gs://'):])
+    wd, ckpt = local(wd), local(ckpt)
     os.makedirs(ckpt, exist_ok=True)
     open(os.path.join(ckpt, 'steps.txt'), 'a').write('saved\n')
     count = os.path.join(wd, 'count.txt')
     n = int(open(count).read()) + 1 if os.path.exists(count) else 1
     open(count, 'w').write(str(n))
     json.dump({'runs': n, 'args': args}, open(os.path.join(wd, 'results.json'), 'w'))
-    os.makedirs(os.path.join(wd, 'x.jaxdisp-tmp'), exist_ok=True)  # a partial output write
     print('fake jaxdisp.main run', n, flush=True)
     release = os.environ.get('FAKE_MAIN_WAIT_FOR')  # a file the test creates to end the job
     deadline = time.time() + 10
@@ -238,9 +240,8 @@ def test_run(env):
   assert '--worker=all' in ssh and '--zone=us-central2-b' in ssh
   remote = command_of(ssh)
   assert ('-m jaxdisp.main --config=configs/cifar10.py --config.train.epochs=3 '
-          '--config.al.rounds 2 --config.checkpoint.dir=gs://bkt/c10/checkpoints '
-          '--workdir="$wd"') in remote
-  assert 'gs=gs://bkt/c10;' in remote and 'wd="$HOME/jaxdisp-runs/"bkt/c10;' in remote
+          '--config.al.rounds 2 --workdir=gs://bkt/c10;') in remote  # the workdir as it is
+  assert 'checkpoint.dir' not in remote and 'gcloud storage' not in remote  # nothing staged
   assert 'nohup setsid bash -c' in remote and 'jaxdisp-logs/run.log' in remote
 
 
@@ -376,8 +377,8 @@ def test_missing_gcloud(env, args):
     (['--name', 'n', '--zone', 'z', 'run', '--config', 'configs/nope.py'], 'configs/nope.py'),
     (['--name', 'n', '--zone', 'z', 'run', '--config', 'configs/demo.py', '--workdir', 'gs://'],
      'gs://BUCKET/PATH'),
-    (['--name', 'n', '--zone', 'z', 'run', '--config', 'configs/demo.py', '--sync-every', '0'],
-     '--sync-every'),
+    (['--name', 'n', '--zone', 'z', 'run', '--config', 'configs/demo.py', '--sync-every', '60'],
+     '--sync-every is gone'),
     (['--zone', 'z', 'run', '--config', 'configs/demo.py'], '--name'),
     (['fetch'], '--workdir'),
     (['fetch', '--workdir', 'gs:///x'], 'gs://BUCKET/PATH'),
@@ -457,39 +458,34 @@ def test_end_to_end_gcs_workdir(vm):
                  'args': ['-m', 'pip', 'install', '-q', '-e', '.[tfds]', 'jax[tpu]']}
 
   run = [*TPU, 'run', '--config', 'configs/cifar10.py', '--workdir', 'gs://bkt/exp/c10',
-         '--config.train.epochs=3', '--sync-every', '1']
+         '--config.train.epochs=3']
   r = launch(vm, *run)
   assert r.returncode == 0, r.stderr
   assert 'started jaxdisp.main' in r.stdout
   log = _wait_for_exit(home / 'jaxdisp-logs' / 'run.log', 1)
   assert 'fake jaxdisp.main run 1' in log and 'exited with status 0' in log
-  stage = home / 'jaxdisp-runs' / 'bkt' / 'exp' / 'c10'
   main_call = json.loads((home / 'python-calls.jsonl').read_text().splitlines()[-1])
   assert main_call == {'cwd': str(home / 'jaxdisp'),
                        'args': ['-m', 'jaxdisp.main', '--config=configs/cifar10.py',
-                                '--config.train.epochs=3',
-                                '--config.checkpoint.dir=gs://bkt/exp/c10/checkpoints',
-                                f'--workdir={stage}']}
+                                '--config.train.epochs=3', '--workdir=gs://bkt/exp/c10']}
   bucket = gcs / 'bkt' / 'exp' / 'c10'
-  assert json.loads((bucket / 'results.json').read_text())['runs'] == 1  # mirrored
-  assert not list(bucket.glob('*jaxdisp-tmp*'))  # partial writes stay behind
-  # Checkpoints went to the bucket directly (every worker of a slice writes its shards there).
+  assert json.loads((bucket / 'results.json').read_text())['runs'] == 1
+  # Checkpoints went to the workdir in the bucket (every worker of a slice writes its shards).
   assert (bucket / 'checkpoints' / 'steps.txt').read_text() == 'saved\n'
-  assert not (stage / 'checkpoints').exists()
+  assert sorted(p.name for p in home.iterdir()) == [
+      'jaxdisp', 'jaxdisp-logs', 'jaxdisp-venv', 'python-calls.jsonl']  # nothing staged
 
   r = launch(vm, *TPU, 'status')
   assert r.returncode == 0, r.stderr
   assert 'jaxdisp not running' in r.stdout and 'exited with status 0' in r.stdout
 
-  # A new VM (spot preemption): the staged copy is gone; run copies the bucket down and resumes.
-  shutil.rmtree(home / 'jaxdisp-runs')
+  # A new VM (spot preemption): the run resumes from the bucket.
   r = launch(vm, *run)
   assert r.returncode == 0, r.stderr
   log = _wait_for_exit(home / 'jaxdisp-logs' / 'run.log', 2)
   assert 'fake jaxdisp.main run 2' in log
   assert json.loads((bucket / 'results.json').read_text())['runs'] == 2
   assert (bucket / 'checkpoints' / 'steps.txt').read_text() == 'saved\nsaved\n'
-  assert not (stage / 'checkpoints').exists()  # never copied down either
 
   dest = vm['tmp'] / 'fetched'
   r = launch(vm, 'fetch', '--workdir', 'gs://bkt/exp/c10', '--dest', str(dest))
@@ -497,21 +493,21 @@ def test_end_to_end_gcs_workdir(vm):
   assert json.loads((dest / 'c10' / 'results.json').read_text())['runs'] == 2
 
 
-def test_run_mirrors_to_the_bucket_while_it_runs(vm):
-  """The periodic copy to gs:// (what a preempted spot VM resumes from) happens mid-run."""
+def test_run_on_sigterm_waits_for_jaxdisp_main_and_logs_its_exit_status(vm):
+  """A spot VM shutting down: the job's shell waits for jaxdisp.main (which checkpoints)."""
   assert launch(vm, *TPU, 'setup').returncode == 0
   r = launch(vm, *TPU, 'run', '--config', 'configs/demo.py', '--workdir', 'gs://bkt/d',
-             '--sync-every=1', extra_env={'FAKE_MAIN_WAIT_FOR': str(vm['tmp'] / 'release')})
+             extra_env={'FAKE_MAIN_WAIT_FOR': str(vm['tmp'] / 'release')})
   assert r.returncode == 0, r.stderr
   results, pid_file = vm['gcs'] / 'bkt' / 'd' / 'results.json', vm['home'] / 'jaxdisp-logs' / 'run.pid'
   deadline = time.time() + 5
   while not results.exists() and time.time() < deadline:
     time.sleep(0.05)
-  assert results.exists() and _alive(pid_file)  # copied while the job still runs
-  os.kill(int(pid_file.read_text()), signal.SIGTERM)  # the VM shuts down: the copy still happens
+  assert results.exists() and _alive(pid_file)  # in the bucket while the job still runs
+  os.kill(int(pid_file.read_text()), signal.SIGTERM)  # the VM shuts down
   (vm['tmp'] / 'release').touch()  # and jaxdisp.main ends
   log = _wait_for_exit(vm['home'] / 'jaxdisp-logs' / 'run.log', 1)
-  assert log.index('got SIGTERM') < log.index('copying') < log.index('exited with status 0')
+  assert log.index('got SIGTERM') < log.index('exited with status 0')
 
 
 def test_run_keeps_a_given_checkpoint_dir(env):

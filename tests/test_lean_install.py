@@ -1,18 +1,18 @@
-"""A lean install: no TensorFlow at startup, TF-free TensorBoard files, optional tfds."""
+"""A lean install: no TensorFlow at startup, TensorBoard files by tensorboardX (or none without
+it), optional tfds."""
 
 import importlib.util
+import inspect
 import os
-import struct
 import subprocess
 import sys
 import types
 
 import pytest
 
-from jaxdisp import data, tensorboard_writer
+from _helpers import REPO, cli, load_results
+from jaxdisp import data, progress, tensorboard_writer
 from jaxdisp.errors import DataError
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def imported_modules(stderr: str) -> set:
@@ -32,57 +32,41 @@ def test_startup_does_not_import_tensorflow():
   assert not heavy, heavy
 
 
-def read_records(path):
-  """TFRecord payloads of an event file, every length and payload CRC checked."""
-  out = []
-  with open(path, 'rb') as f:
-    blob = f.read()
-  pos = 0
-  while pos < len(blob):
-    header = blob[pos:pos + 8]
-    (n,), (crc_len,) = struct.unpack('<Q', header), struct.unpack('<I', blob[pos + 8:pos + 12])
-    assert crc_len == tensorboard_writer._masked_crc(header)
-    payload = blob[pos + 12:pos + 12 + n]
-    (crc,) = struct.unpack('<I', blob[pos + 12 + n:pos + 16 + n])
-    assert crc == tensorboard_writer._masked_crc(payload)
-    out.append(payload)
-    pos += 16 + n
-  return out
-
-
 def read_scalars(logdir) -> dict:
-  """``{tag: [(step, value), ...]}`` over every event file in ``logdir`` (tensorboard's protos)."""
-  event_pb2 = pytest.importorskip('tensorboard.compat.proto.event_pb2')
+  """``{tag: [(step, value), ...]}`` over every event file in ``logdir``, read by tensorboard's
+  own event-file loader (its record reader checks every length and payload CRC)."""
+  loader = pytest.importorskip('tensorboard.backend.event_processing.event_file_loader')
   scalars = {}
   for name in sorted(os.listdir(logdir)):
     if not name.startswith('events.out.tfevents.'):
       continue
-    records = read_records(os.path.join(logdir, name))
-    assert event_pb2.Event.FromString(records[0]).file_version == 'brain.Event:2'
-    for payload in records[1:]:
-      e = event_pb2.Event.FromString(payload)
+    events = list(loader.LegacyEventFileLoader(os.path.join(logdir, name)).Load())
+    assert events[0].file_version == 'brain.Event:2'
+    for e in events[1:]:
       for v in e.summary.value:
         scalars.setdefault(v.tag, []).append((e.step, v.simple_value))
   return scalars
 
 
-def test_crc32c_matches_the_standard_check_value():
-  assert tensorboard_writer.crc32c(b'123456789') == 0xE3069283  # RFC 3720's CRC-32C check
-  assert tensorboard_writer.crc32c(b'') == 0
-
-
-def test_event_files_read_back_with_tensorboard(tmp_path):
-  """What TensorBoard's own loader (EventAccumulator, with or without TF) makes of the file."""
+def test_event_files_are_written_by_tensorboardx_and_read_back_with_tensorboard(tmp_path,
+                                                                                monkeypatch):
+  """What TensorBoard's own loaders (with or without TF) make of the files tensorboardX wrote."""
   pytest.importorskip('tensorboard')
+  record_writer = pytest.importorskip('tensorboardX.record_writer')
+  records = []
+  write = record_writer.RecordWriter.write
+  monkeypatch.setattr(record_writer.RecordWriter, 'write',
+                      lambda self, data: (records.append(data), write(self, data))[1])
   w = tensorboard_writer.create(str(tmp_path / 'tb'))
   w.write_scalars(1, {'train/loss': 2.5, 'train/accuracy': 0.25})
   w.write_scalars(2, {'train/loss': 1.25, 'train/accuracy': 0.5})
   w.write_scalars(300, {'al/test_accuracy': 0.625})
   w.close()
+  assert len(records) == 4  # tensorboardX framed every record: the file version + 3 events
   assert read_scalars(tmp_path / 'tb') == {'train/loss': [(1, 2.5), (2, 1.25)],
                                            'train/accuracy': [(1, 0.25), (2, 0.5)],
                                            'al/test_accuracy': [(300, 0.625)]}
-  # TensorBoard's own reader, in a fresh process, as it runs without TensorFlow (its stub
+  # TensorBoard's EventAccumulator, in a fresh process, as it runs without TensorFlow (its stub
   # record reader, which checks the CRCs too); with TF installed it would read through TF.
   code = ('import sys; sys.modules["tensorflow"] = None;'
           'from tensorboard.backend.event_processing import event_accumulator as ea;'
@@ -94,6 +78,15 @@ def test_event_files_read_back_with_tensorboard(tmp_path):
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert proc.stdout.strip().splitlines()[-1] == (
       "['al/test_accuracy', 'train/accuracy', 'train/loss'] [(1, 2.5), (2, 1.25)]")
+
+
+def test_epoch_scalars_are_every_finite_metric_without_naming_any_strategy():
+  metrics = {'loss': 0.5, 'train_accuracy': 0.75, 'steps': 10, 'learning_rate': 0.1,
+             'finite': True, 'first_bad_step': -1, 'aux_loss': 0.25, 'other': float('nan')}
+  assert progress.epoch_scalars(metrics) == {
+      'train/loss': 0.5, 'train/accuracy': 0.75, 'train/learning_rate': 0.1,
+      'train/aux_loss': 0.25}
+  assert 'aux_loss' not in inspect.getsource(progress)
 
 
 def test_unwritable_tensorboard_folder_turns_the_output_off_with_one_warning(caplog):
@@ -129,3 +122,18 @@ def test_prepared_tfds_dataset_without_tensorflow_says_how_to_install_it(monkeyp
                       lambda name, *a: None if name == 'tensorflow' else find_spec(name, *a))
   with pytest.raises(DataError, match=r"'cifar10' needs TensorFlow: pip install 'jaxdisp\[tfds\]'"):
     data.from_tfds('cifar10')
+
+
+def test_without_tensorboardx_the_run_warns_in_one_line_and_goes_on(tmp_path):
+  shim = tmp_path / 'shim'
+  shim.mkdir()
+  (shim / 'sitecustomize.py').write_text(
+      "import sys\nsys.modules['tensorboardX'] = None  # import tensorboardX raises ImportError\n")
+  workdir = tmp_path / 'w'
+  proc = cli(workdir, '--config.al.rounds=0', '--config.train.epochs=2',
+             env={'PYTHONPATH': os.pathsep.join([str(shim), REPO])})
+  assert proc.returncode == 0
+  lines = [l for l in proc.stderr.splitlines() if 'tensorboard' in l.lower()]
+  assert len(lines) == 1 and 'TensorBoard output is off: tensorboardX is not installed' in lines[0]
+  assert [r['num_labeled'] for r in load_results(workdir)['rounds']] == [100]
+  assert not os.path.exists(workdir / 'tensorboard')

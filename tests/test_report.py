@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from jaxdisp import report, sweep
-from jaxdisp.io_utils import TMP_SUFFIX
+from jaxdisp.files import TMP_SUFFIX
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COUNTS = (100, 200, 300)
@@ -517,13 +517,13 @@ def test_files_with_incomplete_score_metadata_are_skipped_and_named(tmp_path):
 
 
 def test_the_temporary_of_a_killed_write_is_removed_by_the_next_report(tmp_path):
-  """jaxdisp.io_utils.atomic_write names its temporary ``.<name>.<random><TMP_SUFFIX>``; a
+  """jaxdisp.files.atomic_write names its temporary ``.<name>.<random><TMP_SUFFIX>``; a
   process killed before the rename leaves it behind, and the next report removes it."""
   write_run(tmp_path, 'random', 0, [0.5, 0.6, 0.7])
   out = tmp_path / 'report'
   os.makedirs(out)
   kill = ('import os, signal, sys\n'
-          'from jaxdisp.io_utils import atomic_write\n'
+          'from jaxdisp.files import atomic_write\n'
           'atomic_write(sys.argv[1], "torn", lambda: os.kill(os.getpid(), signal.SIGKILL))\n')
   proc = subprocess.run([sys.executable, '-c', kill, str(out / 'report.md')], cwd=REPO,
                         timeout=120)

@@ -12,7 +12,8 @@ import os
 import sys
 
 from jaxdisp.errors import JaxdispError
-from jaxdisp.io_utils import ArgumentParser, atomic_write, remove_stale_temporaries
+from jaxdisp.files import atomic_write, remove_stale_temporaries
+from jaxdisp.io_utils import ArgumentParser
 from jaxdisp.report.plots import plot_dispersion_hist, plot_learning_curves
 from jaxdisp.report.sections import build
 

@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 
-from jaxdisp.io_utils import atomic_write
+from jaxdisp.files import atomic_write
 from jaxdisp.report.formatting import fmt, seeds
 from jaxdisp.report.statistics import Curve
 

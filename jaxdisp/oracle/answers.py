@@ -1,13 +1,7 @@
-"""The human oracle: query files out, an append-only label ledger in.
+"""The human oracle's answers: an annotators' CSV read and checked against the experiment.
 
-With ``config.oracle = 'files'`` a round that selects samples writes ``queries/round_<r>.csv``
-(dataset id, file, score, the model's modal prediction as a hint, an empty ``label`` column) and
-the run stops. Answers are imported with ``python -m jaxdisp.label import --workdir W --file F``,
-which validates the whole file first and then appends the new labels to ``labels.jsonl`` in one
-write followed by ``fsync`` -- a file is applied completely or not at all, and a re-import of the
-same answers is a no-op. The next run trains on the ledger's labels for every queried sample.
-
-The ledger is the expensive asset: it is only ever appended to, never rewritten.
+:func:`validate_answers` checks a whole file before anything is imported: every bad row is
+reported (one line each), and a file with any bad row imports nothing.
 """
 
 from __future__ import annotations
@@ -19,13 +13,8 @@ import json
 import os
 import time
 
-import numpy as np
-
+from jaxdisp import files
 from jaxdisp.errors import JaxdispError, LabelError
-from jaxdisp.io_utils import atomic_write, csv_cell
-
-LEDGER = 'labels.jsonl'
-QUERY_COLUMNS = ('id', 'file', 'score', 'hint_label', 'hint_class', 'label')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,73 +26,20 @@ class Context:
   files: dict  # dataset id -> file name / id string
 
 
-def ledger_path(workdir: str) -> str:
-  return os.path.join(workdir, LEDGER)
-
-
-def read_ledger(workdir: str) -> dict:
-  """``{id: entry}`` of every label in the ledger (later lines never contradict earlier ones)."""
-  path = ledger_path(workdir)
-  out = {}
-  if not os.path.exists(path):
-    return out
-  with open(path) as f:
-    for n, line in enumerate(f, 1):
-      if not line.endswith('\n'):
-        break  # a torn last line from a crash mid-append carries no acknowledged label
-      try:
-        entry = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise JaxdispError(f'{path} line {n} is not JSON ({e.msg}); the ledger was edited '
-                           'by hand: restore it from a backup') from None
-      out[int(entry['id'])] = entry
-  return out
-
-
-def _fsync_dir(directory: str) -> None:
-  fd = os.open(directory, os.O_RDONLY)
-  try:
-    os.fsync(fd)
-  finally:
-    os.close(fd)
-
-
-def append_ledger(workdir: str, entries: list[dict]) -> None:
-  """Appends ``entries`` in one write, then fsyncs the file and its directory."""
-  if not entries:
-    return
-  path = ledger_path(workdir)
-  existed = os.path.exists(path)
-  payload = ''.join(json.dumps(e, sort_keys=True) + '\n' for e in entries)
-  with open(path, 'a') as f:
-    if existed and os.path.getsize(path):
-      with open(path, 'rb') as r:  # a torn tail (crash mid-append) must not glue onto our line
-        r.seek(-1, os.SEEK_END)
-        if r.read(1) != b'\n':
-          payload = '\n' + payload
-    f.write(payload)
-    f.flush()
-    os.fsync(f.fileno())
-  if not existed:
-    _fsync_dir(os.path.dirname(os.path.abspath(path)))
-
-
 def context_from_workdir(workdir: str) -> Context:
   path = os.path.join(workdir, 'results.json')
-  if not os.path.exists(path):
+  if not files.exists(path):
     raise JaxdispError(f'{workdir} has no results.json: run the experiment first')
-  with open(path) as f:
-    res = json.load(f)
+  res = json.loads(files.read_text(path))
   queried = {int(i): r['round'] for r in res['rounds'] for i in r['selected']}
-  files = {}
+  names = {}
   sel_path = os.path.join(workdir, 'selections.jsonl')
-  if os.path.exists(sel_path):
-    with open(sel_path) as f:
-      for line in f:
-        s = json.loads(line)
-        files[int(s['id'])] = s.get('file', str(s['id']))
+  if files.exists(sel_path):
+    for line in io.StringIO(files.read_text(sel_path)):
+      s = json.loads(line)
+      names[int(s['id'])] = s.get('file', str(s['id']))
   ds = res['dataset']
-  return Context(ds['num_train'], tuple(ds['class_names']), queried, files)
+  return Context(ds['num_train'], tuple(ds['class_names']), queried, names)
 
 
 def _parse_label(text: str, class_names: tuple):
@@ -127,13 +63,12 @@ def read_answers(path: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
   with one, ``;`` or tab separators, and header names in any case with spaces around them
   (``ID, Label``). Anything it cannot read as text is refused, naming the line.
   """
-  if os.path.isdir(path):
+  if files.is_dir(path):
     raise JaxdispError(f'answers file {path} is a directory, not a CSV file')
-  if not os.path.exists(path):
+  if not files.exists(path):
     raise JaxdispError(f'answers file {path} does not exist')
   try:
-    with open(path, 'rb') as f:
-      raw = f.read()
+    raw = files.read_bytes(path)
   except OSError as e:
     raise JaxdispError(f'cannot read answers file {path}: {e.strerror or e}') from None
   if raw.startswith(b'PK\x03\x04'):
@@ -228,52 +163,3 @@ def validate_answers(path: str, ctx: Context, ledger: dict) -> tuple[list[dict],
   counts['new'] = len(new)
   return new, counts
 
-
-def missing_labels(workdir: str, labeled_round: np.ndarray) -> np.ndarray:
-  """Queried ids (``labeled_round >= 1``) that the ledger has no label for."""
-  ledger = read_ledger(workdir)
-  queried = np.flatnonzero(labeled_round >= 1)
-  return np.array([i for i in queried if int(i) not in ledger], np.int64)
-
-
-def training_labels(workdir: str, dataset_labels: np.ndarray) -> np.ndarray:
-  """The dataset's labels with every ledger label written over them."""
-  labels = np.asarray(dataset_labels, np.int32).copy()
-  for i, entry in read_ledger(workdir).items():
-    labels[i] = int(entry['label'])
-  return labels
-
-
-def write_queries(workdir: str, round_: int, records: list[dict]) -> str:
-  """``queries/round_<r>.csv`` for the annotators; never overwrites one they may be filling."""
-  path = os.path.join(workdir, 'queries', f'round_{round_}.csv')
-  if os.path.exists(path):
-    return path
-  lines = [','.join(QUERY_COLUMNS)]
-  for r in records:
-    row = [str(r['id']), r['file'], f'{r["score"]:.6g}', str(r['modal_label']),
-           r['modal_class'] or '', '']
-    lines.append(','.join(csv_cell(c) for c in row))
-  atomic_write(path, '\n'.join(lines) + '\n')
-  return path
-
-
-def simulated_answers(labels: np.ndarray, num_classes: int, noise: float, seed: int
-                      ) -> np.ndarray:
-  """The simulated oracle's label for every training sample (``oracle.noise``): the dataset's
-  label, or with probability ``noise`` a uniformly random other class. Keyed by ``seed`` alone, so
-  every strategy of a seed hears the same answers for the same sample."""
-  labels = np.asarray(labels, np.int64)
-  if noise <= 0:
-    return labels.astype(np.int32)
-  rng = np.random.default_rng((int(seed), 0x4E4F4953))  # 'NOIS'
-  wrong = rng.random(len(labels)) < noise
-  other = (labels + rng.integers(1, num_classes, len(labels))) % num_classes
-  return np.where(wrong, other, labels).astype(np.int32)
-
-
-def how_to_continue(workdir: str, round_: int, num_missing: int) -> str:
-  return (f'waiting for labels: {num_missing} queried sample(s) have no label yet. Fill the '
-          f'label column of {os.path.join(workdir, "queries", f"round_{round_}.csv")} (class '
-          f'name or index), run `python -m jaxdisp.label import --workdir {workdir} --file '
-          '<answers.csv>`, then rerun this command')
