@@ -73,7 +73,7 @@ def test_resnet18_exposes_its_four_stages_and_the_head_predicts_one_loss_per_sam
   cfg = tiny_config(**{'model.name': 'resnet18', 'model.width': 4}).model
   x = jnp.zeros((6, 16, 16, 3))
   plain = models.create_model(cfg, 10)
-  with_head = models.create_model(cfg, 10, aux=ll.LossNet(hidden=16))
+  with_head = train.with_aux_head(plain, ll.LossNet(hidden=16))
   v0 = jax.eval_shape(lambda: plain.init(jax.random.key(0), x[:1], train=False))
   v1 = jax.eval_shape(lambda: with_head.init(jax.random.key(0), x[:1], train=False))
   assert jax.tree.structure(v0['params']) == jax.tree.structure(
@@ -97,7 +97,7 @@ def test_backbones_expose_their_stages_and_the_head_predicts_one_loss_per_sample
   cfg = tiny_config(**{'model.name': name, 'model.width': width}).model
   x = jax.random.normal(jax.random.key(1), (6, 16, 16, 3))
   plain = models.create_model(cfg, 10)
-  with_head = models.create_model(cfg, 10, aux=ll.LossNet(hidden=16))
+  with_head = train.with_aux_head(plain, ll.LossNet(hidden=16))
   init = jax.jit(lambda k: (plain.init(k, x[:1], train=False),
                             with_head.init(k, x[:1], train=False)))
   v0, v1 = init(jax.random.key(0))
@@ -177,7 +177,7 @@ def test_after_detach_after_the_loss_term_sends_no_gradient_into_the_backbone():
   for epoch, detached in ((5, False), (6, True), (9, True)):
     st = state.replace(epoch=jnp.int32(epoch))
     (a, sums), (b, _) = step[setup](st), step[zero](st)
-    assert float(sums.aux) > 0
+    assert float(sums.aux['aux_loss']) > 0
     for part in ('backbone', 'head'):
       equal = all(jax.tree.leaves(jax.tree.map(np.array_equal, a.params[part], b.params[part])))
       assert equal == (detached or part == 'head'), (epoch, part)
