@@ -52,7 +52,7 @@ def on_host(step: Callable, num_steps: int, carry, *consts, mesh: Mesh):
   return carry
 
 
-def num_steps(num_labeled, batch_size: int):
+def epoch_steps(num_labeled, batch_size: int):
   """``ceil(num_labeled / batch_size)`` optimizer steps (traced or a Python int)."""
   return (num_labeled + batch_size - 1) // batch_size
 
@@ -64,7 +64,7 @@ def epoch_on_device(fns: tuple[Callable, Callable, Callable], setup, state, hist
   single model or of every member, traced into one program (call inside jit)."""
   begin, step, end = fns
   state, shuffled, (k_steps, k_pool), lr, sums = begin(setup, state, labeled, num_labeled, key)
-  n = num_steps(num_labeled, setup.batch_size)
+  n = epoch_steps(num_labeled, setup.batch_size)
   state, sums = on_device(functools.partial(step, setup), n, (state, sums), data, shuffled,
                           num_labeled, k_steps)
   return end(setup, state, history, stats, sums, data, pool, num_pool, k_pool, lr, n)
@@ -79,7 +79,7 @@ def epoch_on_host(fns: tuple[Callable, Callable, Callable], setup) -> Callable:
   end = jax.jit(functools.partial(end_fn, setup), donate_argnums=(0, 1, 2))
 
   def epoch(state, history, stats, data, labeled, num_labeled, pool, num_pool, key):
-    n = num_steps(int(num_labeled), setup.batch_size)
+    n = epoch_steps(int(num_labeled), setup.batch_size)
     state, shuffled, (k_steps, k_pool), lr, sums = begin(state, labeled, num_labeled, key)
     state, sums = on_host(step, n, (state, sums), data, shuffled, num_labeled, k_steps,
                           mesh=setup.mesh)
