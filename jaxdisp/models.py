@@ -2,19 +2,18 @@
 
 Both are Flax Linen modules split into a ``backbone`` (image -> penultimate features) and a
 ``head`` (features -> logits, with optional dropout), so acquisition functions can reuse the
-features: k-center greedy (coreset) and BADGE work on them, and with ``model.dropout_layers =
-'head'`` BALD runs its Monte-Carlo dropout passes on the head only (a matrix product instead of a
-forward pass per sample). ``model.dropout_layers = 'network'`` also puts dropout (the same rate)
-after every backbone stage but the last -- each ResNet stage, each small-CNN block -- whose
-output goes straight into the head's dropout; BALD then makes full forward passes with dropout
-on and BatchNorm in eval mode (:meth:`Classifier.mc_logits`). With ``'head'`` the backbone has no
-dropout layer at all, so those models are exactly what they were before the option existed.
+features: k-center greedy and BADGE work on them, and a Monte-Carlo dropout pass can be the head
+alone on features computed once (a matrix product instead of a forward pass per sample).
+``model.dropout_layers = 'network'`` also puts dropout (the same rate) after every backbone stage
+but the last -- each ResNet stage, each small-CNN block -- whose output goes straight into the
+head's dropout; a stochastic forward pass (``Classifier.__call__`` with ``train=False,
+stochastic=True``) then runs every dropout layer with BatchNorm in eval mode. With ``'head'`` the
+backbone has no dropout layer at all, so those models are exactly what they were before the
+option existed.
 
 Both backbones can also return their stage outputs (``stages=True``: each ResNet stage, each
-small-CNN block's conv-BN-ReLU output) for an auxiliary head a strategy trains alongside the task
-model (``Classifier.aux``, e.g. Learning Loss's loss-prediction module, ``Strategy.aux_head``).
-Without one (every other strategy) the classifier, its parameters and its results are exactly
-what they were before.
+small-CNN block's conv-BN-ReLU output), for an auxiliary head trained alongside the task model
+(``jaxdisp.train.aux_head``).
 
 BatchNorm takes an optional per-sample ``mask`` so the last, partly padded batch of an epoch
 normalises over its real samples only (the same statistics as PyTorch's ``drop_last=False``).
@@ -137,39 +136,18 @@ class Head(nn.Module):
 
 
 class Classifier(nn.Module):
-  """backbone + head. ``__call__`` gives logits; ``embed``/``classify`` expose the two halves.
-
-  ``aux``: an optional auxiliary head on the backbone's stage outputs (a tuple of ``[B, H, W,
-  C]``) giving one value per sample ``[B]`` (``Strategy.aux_head``); its parameters live under
-  ``params['aux']`` next to the task model's, so the optimizer trains them and checkpoints keep
-  them. ``train_with_aux`` and ``embed_aux`` run it; ``__call__`` only creates it at ``init``.
-  """
+  """backbone + head. ``__call__`` gives logits; ``embed``/``classify`` expose the two halves."""
   backbone: nn.Module
   head: nn.Module
-  aux: nn.Module | None = None
 
-  def __call__(self, x: Array, *, train: bool, mask: Array | None = None) -> Array:
-    if self.aux is None:
-      return self.head(self.backbone(x, train=train, mask=mask), deterministic=not train)
-    features, stages = self.backbone(x, train=train, mask=mask, stages=True)
-    if self.is_initializing():
-      self.aux(stages)
-    return self.head(features, deterministic=not train)
-
-  def train_with_aux(self, x: Array, *, mask: Array | None = None,
-                     detach: Array | bool = False) -> tuple[Array, Array]:
-    """Training mode: ``(logits, aux output [B] float32)``. ``detach`` (may be traced): the
-    stage outputs reach the auxiliary head without gradient (none flows from it into the
-    backbone); the values are the same either way."""
-    features, stages = self.backbone(x, train=True, mask=mask, stages=True)
-    logits = self.head(features, deterministic=False)
-    stages = tuple(jnp.where(detach, jax.lax.stop_gradient(s), s) for s in stages)
-    return logits, self.aux(stages).astype(jnp.float32)
-
-  def embed_aux(self, x: Array) -> tuple[Array, Array]:
-    """Eval mode: (penultimate features, aux output [B]), both float32, in one forward pass."""
-    features, stages = self.backbone(x, train=False, stages=True)
-    return features.astype(jnp.float32), self.aux(stages).astype(jnp.float32)
+  def __call__(self, x: Array, *, train: bool, mask: Array | None = None,
+               stochastic: bool | None = None) -> Array:
+    """``stochastic``: every dropout layer on (default: ``train``; needs a ``'dropout'`` rng);
+    BatchNorm follows ``train`` only, so ``train=False, stochastic=True`` is a stochastic
+    forward pass that uses the running averages and updates nothing."""
+    stochastic = train if stochastic is None else stochastic
+    features = self.backbone(x, train=train, mask=mask, stochastic=stochastic)
+    return self.head(features, deterministic=not stochastic)
 
   def embed(self, x: Array) -> Array:
     """Penultimate features in eval mode (float32)."""
@@ -178,20 +156,14 @@ class Classifier(nn.Module):
   def classify(self, features: Array, *, deterministic: bool = True) -> Array:
     return self.head(features, deterministic=deterministic)
 
-  def mc_logits(self, x: Array) -> Array:
-    """One Monte-Carlo dropout pass of the whole network: every dropout layer on (needs a
-    ``'dropout'`` rng), BatchNorm in eval mode (running averages, nothing updated)."""
-    return self.head(self.backbone(x, train=False, stochastic=True), deterministic=False)
-
 
 MODELS = ('resnet18', 'small_cnn')
 DROPOUT_LAYERS = ('head', 'network')  # model.dropout_layers
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 
-def create_model(model_cfg, num_classes: int, aux: nn.Module | None = None) -> Classifier:
-  """Builds the classifier named by ``model_cfg.name`` (see ``MODELS``), with the auxiliary head
-  ``aux`` on its stage outputs if given (``Classifier.aux``)."""
+def create_model(model_cfg, num_classes: int) -> Classifier:
+  """Builds the classifier named by ``model_cfg.name`` (see ``MODELS``)."""
   if model_cfg.dtype not in DTYPES:
     raise ConfigError(f'model.dtype={model_cfg.dtype!r} is not one of {sorted(DTYPES)}')
   dtype = DTYPES[model_cfg.dtype]
@@ -206,7 +178,5 @@ def create_model(model_cfg, num_classes: int, aux: nn.Module | None = None) -> C
     backbone = SmallCNNBackbone(width=model_cfg.width, dtype=dtype, dropout=rate)
   else:
     raise ConfigError(f'model.name={model_cfg.name!r} is not one of {list(MODELS)}')
-  head = Head(num_classes, dropout=model_cfg.dropout, dtype=dtype)
-  if aux is None:
-    return Classifier(backbone=backbone, head=head)
-  return Classifier(backbone=backbone, head=head, aux=aux)
+  return Classifier(backbone=backbone, head=Head(num_classes, dropout=model_cfg.dropout,
+                                                 dtype=dtype))

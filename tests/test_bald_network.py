@@ -109,7 +109,7 @@ def test_network_dropout_layers_and_head_only_models(name):
       return next_fun(*args, **kwargs)
 
     with models.nn.intercept_methods(count):  # traced only (eval_shape): nothing compiled
-      jax.eval_shape(lambda v, x: model.apply(v, x, method='mc_logits',
+      jax.eval_shape(lambda v, x: model.apply(v, x, train=False, stochastic=True,
                                               rngs={'dropout': jax.random.PRNGKey(1)}), v, x)
     made[layers] = (jax.tree.structure(v), len(calls))
   assert made['head'][0] == made['network'][0]

@@ -73,7 +73,7 @@ def test_resnet18_exposes_its_four_stages_and_the_head_predicts_one_loss_per_sam
   cfg = tiny_config(**{'model.name': 'resnet18', 'model.width': 4}).model
   x = jnp.zeros((6, 16, 16, 3))
   plain = models.create_model(cfg, 10)
-  with_head = models.create_model(cfg, 10, aux=ll.LossNet(hidden=16))
+  with_head = train.with_aux_head(plain, ll.LossNet(hidden=16))
   v0 = jax.eval_shape(lambda: plain.init(jax.random.key(0), x[:1], train=False))
   v1 = jax.eval_shape(lambda: with_head.init(jax.random.key(0), x[:1], train=False))
   assert jax.tree.structure(v0['params']) == jax.tree.structure(
@@ -97,7 +97,7 @@ def test_backbones_expose_their_stages_and_the_head_predicts_one_loss_per_sample
   cfg = tiny_config(**{'model.name': name, 'model.width': width}).model
   x = jax.random.normal(jax.random.key(1), (6, 16, 16, 3))
   plain = models.create_model(cfg, 10)
-  with_head = models.create_model(cfg, 10, aux=ll.LossNet(hidden=16))
+  with_head = train.with_aux_head(plain, ll.LossNet(hidden=16))
   init = jax.jit(lambda k: (plain.init(k, x[:1], train=False),
                             with_head.init(k, x[:1], train=False)))
   v0, v1 = init(jax.random.key(0))
@@ -177,10 +177,40 @@ def test_after_detach_after_the_loss_term_sends_no_gradient_into_the_backbone():
   for epoch, detached in ((5, False), (6, True), (9, True)):
     st = state.replace(epoch=jnp.int32(epoch))
     (a, sums), (b, _) = step[setup](st), step[zero](st)
-    assert float(sums.aux) > 0
+    assert float(sums.aux['aux_loss']) > 0
     for part in ('backbone', 'head'):
       equal = all(jax.tree.leaves(jax.tree.map(np.array_equal, a.params[part], b.params[part])))
       assert equal == (detached or part == 'head'), (epoch, part)
+
+
+def test_one_train_step_serves_models_with_and_without_the_head():
+  """The head is an objective wrapped around the task loss, not a branch in the step: at
+  weight 0 the step of the model with the head moves the task model as the plain model's step
+  (same initial task parameters), and only it reports the head's loss."""
+  cfg, with_head = _setup(**{'learning_loss.weight': 0.0})
+  plain = train.make_setup(cfg, MESHES[1], (16, 16, 3), 10, record=False)
+  assert plain.objective is train.TASK_LOSS and with_head.objective is with_head.aux
+  rng = np.random.default_rng(1)
+  images = rng.integers(0, 255, (40, 16, 16, 3)).astype(np.uint8)
+  ds = types.SimpleNamespace(train_images=images, train_labels=rng.integers(0, 10, 40),
+                             test_images=images[:8], test_labels=np.zeros(8, np.int64))
+  device_data = input_pipeline.put_data(ds, MESHES[1])
+  idx, mask = jnp.arange(32) % 40, jnp.arange(32) < 29
+  out = {}
+  for name, s in (('plain', plain), ('head', with_head)):
+    state = train.init_state(s, jax.random.key(0))
+    out[name] = jax.jit(lambda st, s=s: train.train_step(s, st, device_data, idx, mask,
+                                                         jax.random.key(3)))(state)
+  (p, p_sums), (h, h_sums) = out['plain'], out['head']
+  assert set(h.params) == {'backbone', 'head', 'aux'} and set(p.params) == {'backbone', 'head'}
+  for part in ('backbone', 'head'):
+    for a, b in zip(jax.tree.leaves(p.params[part]), jax.tree.leaves(h.params[part])):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+  for a, b in zip(jax.tree.leaves(p.batch_stats), jax.tree.leaves(h.batch_stats)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(float(p_sums.loss), float(h_sums.loss), rtol=1e-6)
+  assert float(p_sums.count) == float(h_sums.count) == 29.0
+  assert p_sums.aux == {} and set(h_sums.aux) == {'aux_loss'} and float(h_sums.aux['aux_loss']) > 0
 
 
 # ---- end to end ---------------------------------------------------------------------------------

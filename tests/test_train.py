@@ -106,6 +106,29 @@ def test_labeled_sets_in_one_bucket_compile_the_epoch_once(step_loop):
   assert {f: after[f] - before[f] for f in names} == {f: 1 for f in names}
 
 
+def test_the_step_loop_runs_the_same_steps_on_device_and_from_the_host():
+  """train.loop (the task model's epochs and VAAL's training): ``carry = step(i, carry, *consts)``
+  for i < n, in one fori_loop or one compiled call per step (4 devices: one step at a time),
+  against the loop written out in NumPy; 0 steps leave the carry as it is."""
+  def step(i, carry, scale):
+    x, count = carry
+    return x * scale + i.astype(jnp.float32), count + 1
+
+  scale = jnp.asarray([0.5, -1.5, 2.0], jnp.float32)
+  start = (jnp.asarray([1.0, 2.0, 3.0], jnp.float32), jnp.int32(0))
+  for n in (0, 1, 7):
+    want = np.asarray(start[0])
+    for i in range(n):
+      want = want * np.asarray(scale) + np.float32(i)
+    on_device = jax.jit(lambda c, s, k: train.loop.on_device(step, k, c, s))(
+        start, scale, jnp.int32(n))
+    on_host = train.loop.on_host(train.loop.jit_step(step), n, jax.tree.map(jnp.copy, start),
+                                 scale, mesh=parallel.make_mesh(4))
+    for got in (on_device, on_host):
+      np.testing.assert_allclose(np.asarray(got[0]), want, rtol=1e-6)
+      assert int(got[1]) == n
+
+
 def test_step_schedule_halves_at_60_and_80_percent():
   t = config_lib.base_config().train
   lrs = [float(train.lr_for_epoch(t, jnp.int32(e))) for e in (0, 59, 60, 79, 80, 99)]

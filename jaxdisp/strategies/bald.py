@@ -27,8 +27,9 @@ def bald_output(c: base.ChunkInputs):
   def mc_probs(k):
     keys = jax.vmap(jax.random.fold_in, (None, 0))(k, c.idx)  # layout-independent dropout
     if network:  # one full forward pass per sample, its own masks in every layer
-      logits = jax.vmap(lambda kk, x: c.setup.model.apply(
-          c.variables, x[None], method='mc_logits', rngs={'dropout': kk})[0])(keys, c.inputs)
+      logits = jax.vmap(lambda kk, x: c.setup.model.apply(  # a stochastic forward pass
+          c.variables, x[None], train=False, stochastic=True, rngs={'dropout': kk})[0])(
+              keys, c.inputs)
     else:
       logits = jax.vmap(lambda kk, f: c.setup.model.apply(
           c.variables, f[None], deterministic=False, method='classify',

@@ -9,8 +9,8 @@ How it is adapted here:
 * The round trains ``ensemble.members`` = K models from scratch, as the paper's members differ
   only in their seed: each its own initialisation and its own data order, augmentation and
   dropout (the single model's keys folded with the member index). They are trained as one
-  program: ``jax.vmap`` of the single model's steps over a stacked state (``train.py``, "deep
-  ensembles"), with the batch split over the mesh's ``data`` axis as usual and the member axis
+  program: ``jax.vmap`` of the single model's steps over a stacked state (``jaxdisp/train/
+  members.py``), with the batch split over the mesh's ``data`` axis as usual and the member axis
   replicated. No adversarial training (Lakshminarayanan et al.'s optional extra) and no proper
   scoring rule beyond the cross-entropy every strategy trains with.
 * After training, one pool pass per member (vmapped, in the round's one pool pass) gives the

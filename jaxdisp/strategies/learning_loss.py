@@ -30,7 +30,7 @@ Adapted for jaxdisp:
   row n-1-i, n real rows), so a padded batch gives exactly the loss of the same rows unpadded;
   the mean is over the ``max(1, floor(n / 2))`` real pairs. With an odd n the middle sample has no
   partner (the reference asserts an even batch; it never sees an odd one at its sizes). Padding
-  rows never reach the task loss or BatchNorm either (``train.py``).
+  rows never reach the task loss or BatchNorm either (``jaxdisp/train/``).
 * **Detach epoch** as a fraction of ``train.epochs``: the features are detached in every epoch
   ``e >= round(learning_loss.detach_after * train.epochs)`` (0-based; 0.6 x 200 = 120, so epochs
   120..199). The reference's ``epoch > 120`` starts one epoch later (121); 1.0 = never detached,
