@@ -177,14 +177,14 @@ def test_a_finite_but_blown_up_loss_stops_the_run_like_nan(tmp_path):
 
 def test_rounds_after_the_first_compile_nothing_on_four_devices():
   """The labeled set grows within one bucket: round 1 reuses every program of round 0."""
-  from jaxdisp import al_loop, compile_counter, data  # pylint: disable=g-import-not-at-top
+  from jaxdisp import compile_counter, data, rounds  # pylint: disable=g-import-not-at-top
   compile_counter.enable()
   cfg = tiny_config()
-  exp = al_loop.Experiment.create(cfg, data.load_dataset(cfg.dataset))
+  exp = rounds.Experiment.create(cfg, data.load_dataset(cfg.dataset))
   assert exp.mesh.size == 4
-  state = al_loop.al_round(exp.initial_state(), exp)  # round 0: compiles
+  state = rounds.al_round(exp.initial_state(), exp)  # round 0: compiles
   before = compile_counter.compile_counts()
-  state = al_loop.al_round(state, exp)  # round 1: trains, scores, selects again
+  state = rounds.al_round(state, exp)  # round 1: trains, scores, selects again
   after = compile_counter.compile_counts()
   assert len(state.selected(1)) == cfg.al.budget
   assert {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)} == {}
