@@ -2,12 +2,12 @@
 
 :func:`run` loads the data, restores or starts the experiment, and runs the remaining rounds
 (:func:`jaxdisp.rounds.al_round`, the round's one composition); between its pure steps the
-:class:`Runner` owns everything that touches the world:
-checkpoints (rounds, and every ``checkpoint.every_epochs`` inside a round), the NaN policy,
-SIGTERM/SIGINT, the crash tests' fault points, progress lines and TensorBoard, timing,
-``results.json`` and the other outputs, the pool diagnostics, the files oracle, and the lock that
-keeps a second run off the same workdir. It is what
-``python -m jaxdisp.main``, ``jaxdisp.sweep``, the benchmarks and the tests run.
+:class:`Runner` owns everything that touches the world: checkpoints (rounds, and every
+``checkpoint.every_epochs`` inside a round), the NaN policy, SIGTERM/SIGINT, the crash tests'
+fault points, progress lines and TensorBoard, timing, ``results.json`` and the other outputs,
+the pool diagnostics, the files oracle, and the lock that keeps a second run off the same
+workdir. It is what ``python -m jaxdisp.main``, ``jaxdisp.sweep``, the benchmarks and the tests
+run.
 """
 
 from __future__ import annotations

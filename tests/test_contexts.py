@@ -101,8 +101,10 @@ def test_final_diagnostics_evaluate_every_recorded_score_of_the_initial_model(tm
   assert len(res['rounds']) == 1 and res['rounds'][0]['selected'] == []
   with np.load(run / 'diagnostics' / 'round_0.npz') as z:
     d = {k: z[k] for k in z.files}
-  assert set(d) == {'ids', 'correct', 'margin', 'entropy', 'least_confidence', 'bald',
-                    'dispersion', 'flips', 'variability', 'margin_dynamics'}
+  assert d['score_names'].tolist() == ['dispersion', 'margin', 'entropy', 'least_confidence',
+                                       'bald', 'flips', 'variability', 'margin_dynamics']
+  assert set(d) == {'ids', 'correct', 'score_names', 'score_labels', 'score_highest',
+                    *d['score_names']}
   # least confidence is 1 - the top probability; with the margin (top1 - top2) it bounds top1
   np.testing.assert_array_less(d['least_confidence'], 1.0 - 1.0 / 10 + 1e-6)
   np.testing.assert_array_less(-1e-6, d['least_confidence'])

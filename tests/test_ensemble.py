@@ -262,7 +262,7 @@ def test_vmapped_members_equal_members_trained_one_by_one(step_loop, placement):
 @pytest.mark.parametrize('overrides, message', [
     ({'strategy': 'ensemble', 'ensemble.members': 1},
      'strategy=ensemble needs ensemble.members >= 2, got 1'),
-    ({'ensemble.members': 0}, 'ensemble.members=0 must be >= 1'),
+    ({'strategy': 'ensemble', 'ensemble.members': 0}, 'needs ensemble.members >= 2, got 0'),
     ({'strategy': 'ensemble', 'ensemble.score': 'mean'},
      "ensemble.score='mean' must be 'vote' or 'bald'"),
 ])

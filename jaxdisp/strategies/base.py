@@ -47,9 +47,10 @@ the round's ``score`` seconds; NaN/inf in its own losses should raise
 :class:`~jaxdisp.errors.NumericalError` with one line (non-finite scores are caught anyway).
 
 The core reads nothing else: it records what ``records`` asks for, runs one pool pass for the
-union of ``outputs`` and the outputs of the available diagnostics, hands the strategy a :class:`PoolView` and
-selects. A strategy defined in a config file and passed to :func:`register` runs like a
-built-in one (``configs/custom_strategy.py``).
+union of ``outputs`` and the outputs of the available diagnostics, hands the strategy a
+:class:`PoolView` and selects. A strategy defined in a config file and passed to
+:func:`register` runs like a built-in one, its config group and diagnostics included
+(``configs/custom_strategy.py``).
 """
 
 from __future__ import annotations
