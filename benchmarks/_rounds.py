@@ -1,6 +1,6 @@
 """One active-learning round on synthetic data, measured three ways (shared by the benchmarks).
 
-* :func:`measure_round`: wall time of ``jaxdisp.al_loop.al_round`` (train from scratch with the
+* :func:`measure_round`: wall time of ``jaxdisp.rounds.al_round`` (train from scratch with the
   pool scored after every epoch, test evaluation, dispersion, selection) after a warm-up round,
   plus the number of XLA compilations during the timed rounds (should be 0).
 * :func:`measure_epochs`: one training epoch of the real trainer without recording
@@ -60,9 +60,9 @@ def dataset(spec_items: tuple):
 
 
 def experiment(spec: dict, strategy: str = 'dispersion'):
-  from jaxdisp import al_loop, parallel  # pylint: disable=g-import-not-at-top
+  from jaxdisp import parallel, rounds  # pylint: disable=g-import-not-at-top
   cfg = config(spec, strategy)
-  return al_loop.Experiment.create(cfg, dataset(tuple(sorted(spec.items()))),
+  return rounds.Experiment.create(cfg, dataset(tuple(sorted(spec.items()))),
                                    mesh=parallel.make_mesh(1))
 
 

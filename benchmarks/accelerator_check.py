@@ -104,8 +104,8 @@ def random_dataset(num_train: int, num_test: int, num_classes: int, image_size: 
 
 def make_experiment(cfg, dataset):
   """An experiment (data on one device, compiled functions) for ``cfg``."""
-  from jaxdisp import al_loop, parallel  # pylint: disable=g-import-not-at-top
-  return al_loop.Experiment.create(cfg, dataset, mesh=parallel.make_mesh(1))
+  from jaxdisp import parallel, rounds  # pylint: disable=g-import-not-at-top
+  return rounds.Experiment.create(cfg, dataset, mesh=parallel.make_mesh(1))
 
 
 def run_round(exp, state):

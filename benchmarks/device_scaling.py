@@ -6,7 +6,7 @@ r"""The same tiny active-learning run on 1, 2, 4 and 8 simulated CPU devices, an
 
 Each device count runs in its own process with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` and ``JAX_PLATFORMS=cpu`` set before jax is
-imported; the run is ``jaxdisp.al_loop.al_round``
+imported; the run is ``jaxdisp.rounds.al_round``
 repeated on the TINY config of ``tests/test_experiment.py`` (600 synthetic 16x16 images, small CNN
 width 8, batch 32, 100 + 50 per round), data-parallel over all N devices. Reported per N: process
 wall time, round 0 (includes compilation) and the mean of later rounds; and, against N = 1, whether
@@ -65,19 +65,19 @@ def worker(n: int, quick: bool, processes: int = 1, process_id: int = 0,
   prints one JSON line (process 0 only)."""
   _common.quiet_logs()
   import jax  # pylint: disable=g-import-not-at-top
-  from jaxdisp import al_loop, data, train  # pylint: disable=g-import-not-at-top
+  from jaxdisp import data, rounds, train  # pylint: disable=g-import-not-at-top
   if processes > 1:
     from jaxdisp import parallel  # pylint: disable=g-import-not-at-top
     parallel.initialize_distributed(coordinator, processes, process_id)
   cfg = _common.demo_config({**overrides(quick), 'num_devices': n})
   t0 = time.perf_counter()
   dataset = data.load_dataset(cfg.dataset, lazy=train.shards_train_images(cfg))
-  exp = al_loop.Experiment.create(cfg, dataset)
+  exp = rounds.Experiment.create(cfg, dataset)
   state = exp.initial_state()
   seconds = []
-  while not al_loop.is_finished(state, cfg):
+  while not rounds.is_finished(state, cfg):
     t = time.perf_counter()
-    state = al_loop.al_round(state, exp)
+    state = rounds.al_round(state, exp)
     seconds.append(time.perf_counter() - t)
   rounds = int(state.round)
   if jax.process_index():

@@ -17,7 +17,7 @@ and batch size, on 32x32x3 synthetic images, one device:
   update on a ready float32 batch, and a bare eval-mode forward (no gather, no augmentation, no
   masking, no metrics, no scan). efficiency = ceiling time / actual time.
 
-Part 2, a whole active-learning round (``jaxdisp.al_loop.al_round``: train from scratch with the
+Part 2, a whole active-learning round (``jaxdisp.rounds.al_round``: train from scratch with the
 pool scored after every epoch, test evaluation, label dispersion, selection) on synthetic data,
 timed after a warm-up round, against the model-only time of the same work:
 ``epochs * steps * ceiling step + epochs * pool / eval_batch * ceiling forward + test forward``.

@@ -22,7 +22,7 @@ the whole pool after every epoch:
   whole (the crop is one gather, the flip one ``where``), no per-sample Python, no collation;
   ``--channels-last`` runs its model and inputs channels_last. The same training, pool pass,
   test pass and selection as above.
-* jaxdisp: ``al_loop.al_round`` after a warm-up round (compilation excluded); its train and
+* jaxdisp: ``rounds.al_round`` after a warm-up round (compilation excluded); its train and
   pool-scoring phases come from one epoch of the trainer without and with recording (see
   ``benchmarks/_rounds.py``).
 

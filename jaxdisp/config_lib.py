@@ -20,8 +20,27 @@ NON_RESULT_KEYS = ('log.', 'checkpoint.', 'dataset.cache_dir', 'dataset.data_dir
 
 
 def base_config() -> ml_collections.ConfigDict:
-  """The paper's protocol (CIFAR-10, ResNet18, 100 epochs, 5k + 5 x 2.5k labels)."""
+  """The paper's protocol (CIFAR-10, ResNet18, 100 epochs, 5k + 5 x 2.5k labels): the core's
+  groups (:func:`core_config`) and the config group of every registered strategy
+  (``Strategy.config``, named ``Strategy.group``), a user's from a config file included."""
+  from jaxdisp import strategies  # pylint: disable=g-import-not-at-top
+  c = core_config()
+  for group, defaults in strategies.config_groups().items():
+    c[group] = ml_collections.ConfigDict(defaults)
+  return c
+
+
+def core_config() -> ml_collections.ConfigDict:
+  """The groups every run has: the run, data and model (:func:`_run_groups`), then training,
+  the active-learning loop, checkpoints and logs (:func:`_training_groups`)."""
   c = ml_collections.ConfigDict()
+  _run_groups(c)
+  _training_groups(c)
+  return c
+
+
+def _run_groups(c: ml_collections.ConfigDict) -> None:
+  """The run's own keys, the oracle, the dataset and the model."""
   c.seed = 0
   c.strategy = 'dispersion'  # a registered strategy (jaxdisp.strategies.names())
   c.num_devices = 0  # 0 = all local devices; the data-parallel mesh has this many.
@@ -60,14 +79,17 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.name = 'resnet18'  # resnet18 | small_cnn
   c.model.width = 64  # channels of the first stage
   c.model.dtype = 'float32'  # compute dtype; bfloat16 on TPU/GPU, params stay float32
-  c.model.dropout = 0.0  # dropout rate (where: dropout_layers); bald needs > 0
+  c.model.dropout = 0.0  # dropout rate (where: dropout_layers); MC-dropout strategies need > 0
   # Where the dropout layers are: 'head' = before the classifier only (BALD's Monte-Carlo passes
   # are cheap head passes over features computed once); 'network' = also after every backbone
-  # stage / block but the last (Monte-Carlo dropout through the whole network: BALD makes
-  # bald.mc_samples full forward passes). Needs dropout > 0. The default keeps the models, and
-  # every result, of before this key existed.
+  # stage / block but the last (Monte-Carlo dropout through the whole network: each Monte-Carlo
+  # pass is a full forward pass). Needs dropout > 0. The default keeps the models, and every
+  # result, of before this key existed.
   c.model.dropout_layers = 'head'
 
+
+def _training_groups(c: ml_collections.ConfigDict) -> None:
+  """Training, the active-learning loop, the prediction history, checkpoints and logs."""
   c.train = ml_collections.ConfigDict()
   c.train.epochs = 100
   c.train.batch_size = 256  # global batch, split over devices
@@ -105,43 +127,6 @@ def base_config() -> ml_collections.ConfigDict:
   c.dispersion.tie_break = 'random'
   c.dispersion.record_always = False  # also record the history for baseline strategies
 
-  c.bald = ml_collections.ConfigDict()
-  c.bald.mc_samples = 10  # Monte-Carlo dropout passes (head or network: model.dropout_layers)
-
-  c.ensemble = ml_collections.ConfigDict()
-  c.ensemble.members = 5  # strategy=ensemble: models trained per round (>= 2), vmapped
-  c.ensemble.score = 'vote'  # 'vote' (entropy of the members' argmax votes) | 'bald' (mutual info)
-
-  c.badge = ml_collections.ConfigDict()
-  # k-means++ seeding's first center: 'max_norm' = the largest gradient embedding (the authors'
-  # code), 'random' = uniformly random over the pool (standard k-means++). Later centers are
-  # always drawn with probability proportional to D^2.
-  c.badge.first_center = 'max_norm'
-
-  c.vaal = ml_collections.ConfigDict()  # strategy=vaal (jaxdisp/strategies/vaal.py)
-  c.vaal.latent_dim = 32  # size of mu and log sigma^2
-  c.vaal.beta = 1.0  # weight of the KL term of the VAE loss
-  c.vaal.adversary_weight = 1.0  # lambda: weight of the VAE's "fool D" term
-  # Length of the VAE + D training per round, in passes over the images they see: a round makes
-  # max(1, floor(epochs * (labeled + pool) / batch_size)) iterations (2 VAE steps + 1 D step
-  # each). 100 on CIFAR-10 (labeled + pool = 50,000) = the authors' 39,062 iterations.
-  c.vaal.epochs = 100.0
-  c.vaal.batch_size = 128  # labeled and unlabeled images per step (each)
-  c.vaal.learning_rate = 5e-4  # Adam, VAE and D
-  c.vaal.width = 128  # channels of the first encoder stage (doubling per stage: 128..1024 at 32x32)
-  # 'sum': the KL summed over batch and latent dims (the authors'); 'batch_mean': over the batch
-  # size (the per-sample ELBO; the summed KL dwarfs the mean-over-elements MSE)
-  c.vaal.kl_reduction = 'sum'
-
-  # strategy=learning_loss (jaxdisp/strategies/learning_loss.py; Yoo & Kweon, CVPR 2019)
-  c.learning_loss = ml_collections.ConfigDict()
-  c.learning_loss.weight = 1.0  # lambda: total loss = mean CE + weight * loss-prediction loss
-  c.learning_loss.margin = 1.0  # margin of the pairwise ranking loss
-  # from epoch round(detach_after * train.epochs) on (0-based) the loss module sees the stage
-  # features without gradient (the authors: after epoch 120 of 200); 1 = never detached
-  c.learning_loss.detach_after = 0.6
-  c.learning_loss.hidden = 128  # units of each stage's Dense layer (the paper's 128)
-
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every_epochs = 5  # in-round training checkpoint interval
   # where the orbax checkpoints go: '' = <workdir>/checkpoints. A multi-host run needs a folder
@@ -151,13 +136,13 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.log = ml_collections.ConfigDict()
   c.log.progress_seconds = 30.0  # progress line interval
-  # diagnostics/round_<r>.npz: each pool sample's dispersion, margin, entropy (BALD with
-  # dropout) and whether the round's model got it right -- for jaxdisp.report (1 pool pass)
+  # diagnostics/round_<r>.npz: each pool sample's scores (every registered strategy's
+  # diagnostics the run has: margin, entropy, dispersion with a history, ...) and whether the
+  # round's model got it right -- for jaxdisp.report (the round's one pool pass)
   c.log.pool_diagnostics = True
   # also score the pool after the last round (no query) and write its diagnostics: with
   # al.rounds=0, an uncertainty evaluation of the initial model alone (jaxdisp.report)
   c.log.final_diagnostics = False
-  return c
 
 
 def flatten(cfg, prefix: str = '') -> dict:
@@ -212,8 +197,29 @@ def config_diff(saved, current) -> list[str]:
 
 
 def validate(cfg) -> None:
-  """Raises ConfigError (one line) for unknown keys or out-of-range values."""
+  """Raises ConfigError (one line) for unknown keys or out-of-range values.
+
+  The core's groups are checked here; a strategy's group by the strategy
+  (``Strategy.check_group``, whenever the group can affect the run), and what the run's strategy
+  needs of the rest by ``Strategy.check_config``.
+  """
   from jaxdisp import strategies  # pylint: disable=g-import-not-at-top
+  _check_keys_and_types(cfg)
+  _need(cfg.strategy in strategies.names(),
+        f'strategy={cfg.strategy!r} is not one of {list(strategies.names())}')
+  _check_run(cfg)
+  _check_training(cfg)
+  _check_strategy(cfg)
+  _check_recording(cfg)  # what its per-epoch records need
+
+
+def _need(cond, msg: str) -> None:
+  if not cond:
+    raise ConfigError(msg)
+
+
+def _check_keys_and_types(cfg) -> None:
+  """Every key of :func:`base_config`, no other, each of its default's type."""
   reference = flatten(base_config())
   given = flatten(cfg)
   unknown = sorted(set(given) - set(reference))
@@ -230,12 +236,10 @@ def validate(cfg) -> None:
     if not ok or (want is int and isinstance(value, bool)):
       raise ConfigError(f'{name}={value!r} should be of type {want.__name__}')
 
-  def check(cond, msg):
-    if not cond:
-      raise ConfigError(msg)
 
-  check(cfg.strategy in strategies.names(),
-        f'strategy={cfg.strategy!r} is not one of {list(strategies.names())}')
+def _check_run(cfg) -> None:
+  """The oracle, the dataset, the devices and the model."""
+  check = _need
   check(cfg.oracle.kind in ('simulated', 'files'),
         f"oracle.kind={cfg.oracle.kind!r} must be 'simulated' or 'files'")
   check(0.0 <= cfg.oracle.noise < 1.0,
@@ -264,7 +268,12 @@ def validate(cfg) -> None:
   check(cfg.model.dropout_layers == 'head' or cfg.model.dropout > 0,
         f"model.dropout_layers='network' needs model.dropout > 0 (got {cfg.model.dropout}): set "
         '--config.model.dropout to e.g. 0.3')
-  t = cfg.train
+
+
+def _check_training(cfg) -> None:
+  """Training, the active-learning loop, the prediction history and checkpoints."""
+  from jaxdisp import strategies  # pylint: disable=g-import-not-at-top
+  check, t, a, d = _need, cfg.train, cfg.al, cfg.dispersion
   check(t.epochs > 0, f'train.epochs={t.epochs} must be positive')
   check(t.batch_size > 0, f'train.batch_size={t.batch_size} must be positive')
   check(t.eval_batch_size > 0, f'train.eval_batch_size={t.eval_batch_size} must be positive')
@@ -276,14 +285,12 @@ def validate(cfg) -> None:
   check(all(0.0 < m <= 1.0 for m in t.lr_milestones),
         f'train.lr_milestones={tuple(t.lr_milestones)} must be fractions of train.epochs in (0, 1]')
   check(t.lr_gamma > 0, f'train.lr_gamma={t.lr_gamma} must be positive')
-  a = cfg.al
   check(a.initial_size > 0, f'al.initial_size={a.initial_size} must be positive')
   check(a.budget > 0, f'al.budget={a.budget} must be positive')
   check(a.rounds >= 0, f'al.rounds={a.rounds} must be >= 0')
   check(a.pool_subset >= 0, f'al.pool_subset={a.pool_subset} must be >= 0 (0 = whole pool)')
   check(a.pool_subset == 0 or a.pool_subset >= a.budget,
         f'al.pool_subset={a.pool_subset} is smaller than al.budget={a.budget}')
-  d = cfg.dispersion
   check(d.record_every > 0, f'dispersion.record_every={d.record_every} must be positive')
   check(0 <= d.record_from_epoch < t.epochs,
         f'dispersion.record_from_epoch={d.record_from_epoch} must be in [0, train.epochs={t.epochs})')
@@ -294,27 +301,27 @@ def validate(cfg) -> None:
         "'kcenter'")
   check(a.class_balance in ('none', 'modal'),
         f"al.class_balance={a.class_balance!r} must be 'none' or 'modal'")
-  check(cfg.bald.mc_samples >= 2, f'bald.mc_samples={cfg.bald.mc_samples} must be >= 2')
-  check(cfg.badge.first_center in ('max_norm', 'random'),
-        f"badge.first_center={cfg.badge.first_center!r} must be 'max_norm' or 'random'")
-  check(cfg.ensemble.members >= 1, f'ensemble.members={cfg.ensemble.members} must be >= 1')
-  check(cfg.ensemble.score in ('vote', 'bald'),
-        f"ensemble.score={cfg.ensemble.score!r} must be 'vote' or 'bald'")
   check(cfg.checkpoint.every_epochs > 0,
         f'checkpoint.every_epochs={cfg.checkpoint.every_epochs} must be positive')
+
+
+def _check_strategy(cfg) -> None:
+  """The strategies' groups that can affect the run, the run's strategy's tie rule, what it
+  needs (``check_config``) and whether it can be class-balanced."""
+  from jaxdisp import strategies  # pylint: disable=g-import-not-at-top
+  strategies.check_groups(cfg)
   strategy = strategies.get(cfg.strategy)
   rule = strategy.tie_break(cfg)
-  check(rule in strategies.TIE_RULES, f'strategy={cfg.strategy}: its tie_break gives {rule!r}, '
+  _need(rule in strategies.TIE_RULES, f'strategy={cfg.strategy}: its tie_break gives {rule!r}, '
         f'not one of {list(strategies.TIE_RULES)}')
-  if a.class_balance != 'none':
-    check(strategy.score is not None,
-          f'al.class_balance={a.class_balance} needs a scoring strategy; strategy={cfg.strategy} '
+  balance = cfg.al.class_balance
+  if balance != 'none':
+    _need(strategy.score is not None,
+          f'al.class_balance={balance} needs a scoring strategy; strategy={cfg.strategy} '
           'chooses its batch as a whole')
-    check(rule != 'kcenter', f'al.class_balance={a.class_balance} cannot be combined with '
+    _need(rule != 'kcenter', f'al.class_balance={balance} cannot be combined with '
           'dispersion.tie_break=kcenter (use one of the two)')
   strategy.check_config(cfg)  # what the strategy itself needs
-  _check_recording(cfg)  # what its per-epoch records need
-
 
 
 def recorded_epochs(cfg) -> int:

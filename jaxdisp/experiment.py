@@ -1,12 +1,13 @@
 """The experiment runner: the active-learning loop and every side effect, in one place.
 
 :func:`run` loads the data, restores or starts the experiment, and runs the remaining rounds
-with :mod:`jaxdisp.al_loop`'s pure steps; around them it owns everything that touches the world:
-checkpoints (rounds, and every ``checkpoint.every_epochs`` inside a round), the NaN policy,
-SIGTERM/SIGINT, the crash tests' fault points, progress lines and TensorBoard, timing,
-``results.json`` and the other outputs, the pool diagnostics, the files oracle, and the lock that
-keeps a second run off the same workdir. It is what
-``python -m jaxdisp.main``, ``jaxdisp.sweep``, the benchmarks and the tests run.
+(:func:`jaxdisp.rounds.al_round`, the round's one composition); between its pure steps the
+:class:`Runner` owns everything that touches the world: checkpoints (rounds, and every
+``checkpoint.every_epochs`` inside a round), the NaN policy, SIGTERM/SIGINT, the crash tests'
+fault points, progress lines and TensorBoard, timing, ``results.json`` and the other outputs,
+the pool diagnostics, the files oracle, and the lock that keeps a second run off the same
+workdir. It is what ``python -m jaxdisp.main``, ``jaxdisp.sweep``, the benchmarks and the tests
+run.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import jax
 from absl import logging
 from etils import epath
 
-from jaxdisp import al_loop, checkpointing, config_lib, data, files, locking, oracle, outputs
-from jaxdisp import preemption, progress, train
+from jaxdisp import checkpointing, config_lib, data, diagnostics, files, locking, oracle
+from jaxdisp import outputs, preemption, progress, rounds, train
+from jaxdisp.al_state import ALState
 from jaxdisp.errors import JaxdispError, NumericalError
 
 
@@ -31,7 +33,7 @@ def checkpoint_dir(cfg, workdir: str) -> str:
   return cfg.checkpoint.dir or os.path.join(workdir, 'checkpoints')
 
 
-def run(cfg, workdir: str) -> al_loop.ALState:
+def run(cfg, workdir: str) -> ALState:
   """Runs (or resumes) the experiment of ``cfg`` in ``workdir``; returns the final ALState.
 
   Raises :class:`~jaxdisp.errors.JaxdispError` for bad inputs and
@@ -67,7 +69,7 @@ def _remove_if_unused(workdir: str) -> None:
     pass  # not ours to remove (a file appeared, permissions): keep it
 
 
-def _run_locked(cfg, workdir: str) -> al_loop.ALState:
+def _run_locked(cfg, workdir: str) -> ALState:
   dataset = data.load_dataset(cfg.dataset, lazy=train.shards_train_images(cfg))
   config_lib.validate_against_data(cfg, dataset.num_train, dataset.num_classes)
   primary = jax.process_index() == 0  # the one process that writes outputs (all checkpoint)
@@ -84,11 +86,11 @@ def _run_locked(cfg, workdir: str) -> al_loop.ALState:
                        f'{e.strerror or e}') from None
   try:
     _check_saved_config(ckpt, cfg, workdir)
-    exp = al_loop.Experiment.create(cfg, dataset)
+    exp = rounds.Experiment.create(cfg, dataset)
     state = _restore(ckpt, exp, workdir, primary)
-    if not al_loop.is_finished(state, cfg):
+    if not rounds.is_finished(state, cfg):
       runner = Runner(exp, workdir, ckpt, progress.Progress(workdir, cfg, cfg.al.rounds + 1,
-                                                            write=primary), primary)
+                                                           write=primary), primary)
       with preemption.StopSignal() as stop:
         runner.stop = stop
         state = runner.run(state)
@@ -115,7 +117,7 @@ def _check_saved_config(ckpt, cfg, workdir: str) -> None:
                     '; '.join(diff))
 
 
-def _restore(ckpt, exp: al_loop.Experiment, workdir: str, primary: bool) -> al_loop.ALState:
+def _restore(ckpt, exp: rounds.Experiment, workdir: str, primary: bool) -> ALState:
   fresh = exp.initial_state()
   try:
     restored = ckpt.latest_round(fresh)
@@ -137,24 +139,64 @@ def write_outputs(workdir: str, cfg, dataset, state) -> None:
                         before_replace=lambda: preemption.fault_point('results_write'))
 
 
-class Runner:
-  """Runs rounds of one experiment with its side effects. ``Runner(exp)`` alone (no workdir,
-  checkpoints or progress) is a timed :func:`al_loop.al_round`, as the benchmarks use it."""
+class NoCheckpoints:
+  """The checkpointer of a run without a workdir (``Runner(exp)``): nothing saved or restored."""
 
-  def __init__(self, exp: al_loop.Experiment, workdir: str | None = None, ckpt=None,
-               progress=None, primary: bool = True):
+  def restore_train(self, round_, train_state, history, stats):
+    del round_, train_state, history, stats
+    return None
+
+  def maybe_save_train(self, round_, done, train_state, history, force=False, stats=None):
+    del round_, done, train_state, history, force, stats
+    return False
+
+  def save_round(self, state, meta) -> None:
+    del state, meta
+
+  def wait(self) -> None:
+    pass
+
+
+class NoProgress:
+  """The progress of a run without a workdir: no lines, no TensorBoard."""
+
+  def start_round(self, round_: int, start_epoch: int) -> None:
+    del round_, start_epoch
+
+  def on_epoch(self, round_: int, epoch: int, metrics: dict) -> None:
+    del round_, epoch, metrics
+
+  def on_round(self, state, round_: int) -> None:
+    del state, round_
+
+  def close(self) -> None:
+    pass
+
+
+class Runner(rounds.RoundHooks):
+  """Runs rounds of one experiment with its side effects, as the hooks of
+  :func:`rounds.al_round`: the steps and their order are the round's, the runner adds
+  checkpoints, the NaN and divergence policy, progress, signals, timing and the pool
+  diagnostics between them. ``Runner(exp)`` alone (no workdir: no checkpoints, progress or
+  outputs) is a timed, policed round, as the benchmarks use it."""
+
+  def __init__(self, exp: rounds.Experiment, workdir: str | None = None,
+               ckpt=None, progress=None, primary: bool = True):
     self.exp, self.cfg, self.workdir = exp, exp.cfg, workdir
-    self.ckpt, self.progress, self.primary = ckpt, progress, primary
-    self.stop = None  # a preemption.StopSignal while running
+    self.ckpt = ckpt if ckpt is not None else NoCheckpoints()
+    self.progress = progress if progress is not None else NoProgress()
+    self.primary = primary
+    self.stop = preemption.StopSignal()  # not installed: never signalled; run() sets the real one
     self.last_state = None
+    self._clock = []  # perf_counter at the round's start, end of training, scoring, selection
 
   # ---- the loop -------------------------------------------------------------------------------
 
-  def run(self, state: al_loop.ALState) -> al_loop.ALState | None:
+  def run(self, state: ALState) -> ALState | None:
     """Rounds until the experiment is finished; None if the files oracle waits for labels."""
     cfg = self.cfg
     try:
-      while not al_loop.is_finished(state, cfg):
+      while not rounds.is_finished(state, cfg):
         self.last_state = state
         if cfg.oracle.kind == 'files' and int(state.round) > 0:
           waiting = self._apply_oracle_labels(state)
@@ -165,55 +207,26 @@ class Runner:
         r = int(state.round) - 1
         self.ckpt.save_round(state, {'config': cfg.to_dict(), 'round': r})
         preemption.fault_point('round', r)
-        if self.primary:
+        if self.primary and self.workdir is not None:
           write_outputs(self.workdir, cfg, self.exp.dataset, state)
         self.progress.on_round(state, r)
         logging.info('round %d: %d labels, test accuracy %.2f%%', r, int(state.num_labeled[r]),
                      100 * float(state.test_accuracy[r]))
-        if not al_loop.is_finished(state, cfg):
+        if not rounds.is_finished(state, cfg):
           self.stop.check(f'after round {r}')
     finally:
       self.progress.close()
     return state
 
-  def round(self, state: al_loop.ALState) -> al_loop.ALState:
-    """One round: train (resuming a mid-round checkpoint), evaluate, score, select; timed."""
-    exp = self.exp
-    t0 = time.perf_counter()
-    ctx = al_loop.begin_round(state, exp)
-    ctx = self._resume(ctx)
-    for epoch in range(ctx.epoch, self.cfg.train.epochs):
-      ctx, metrics = al_loop.train_epoch(exp, ctx)
-      self._after_epoch(ctx, epoch, metrics)
-    accuracy, per_class = al_loop.evaluate(exp, ctx)
-    t1 = time.perf_counter()
-    chosen, seconds = None, [t1 - t0, 0.0, 0.0]
-    if al_loop.needs_query(state, exp, ctx):
-      scored = al_loop.score_pool(exp, ctx)
-      al_loop.check_scores(exp, ctx, scored)  # also waits for the scores
-      preemption.fault_point('scored', ctx.round)  # crash tests: scored (and any auxiliary
-      # model trained), nothing of it saved: a restart computes it again
-      t2 = time.perf_counter()
-      chosen = al_loop.select(exp, ctx, scored)
-      seconds[1:] = [t2 - t1, time.perf_counter() - t2]
-      self._write_diagnostics(ctx, scored)
-    elif self.cfg.log.final_diagnostics and len(ctx.pool_ids):  # the last model, no query
-      self._write_diagnostics(ctx, al_loop.score_pool(exp, ctx))
-    return al_loop.finish_round(state, exp, ctx, accuracy, chosen, seconds, per_class)
+  def round(self, state: ALState) -> ALState:
+    """One round (:func:`rounds.al_round`): train (resuming a mid-round checkpoint), evaluate,
+    score, select; timed, with this runner's side effects between the steps."""
+    self._clock = [time.perf_counter()]
+    return rounds.al_round(state, self.exp, self)
 
-  # ---- side effects around the steps ----------------------------------------------------------
+  # ---- between the steps (rounds.RoundHooks) --------------------------------------------------
 
-  def _write_diagnostics(self, ctx: al_loop.RoundCtx, scored: al_loop.Scored) -> None:
-    if self.workdir is None or not self.cfg.log.pool_diagnostics:
-      return
-    diag = al_loop.pool_diagnostics(self.exp, ctx, scored)  # collectives: every process joins
-    if self.primary:
-      files.save_npz(
-          os.path.join(self.workdir, 'diagnostics', f'round_{ctx.round}.npz'), **diag)
-
-  def _resume(self, ctx: al_loop.RoundCtx) -> al_loop.RoundCtx:
-    if self.ckpt is None:
-      return ctx
+  def started(self, ctx: rounds.RoundCtx) -> rounds.RoundCtx:
     restored = self.ckpt.restore_train(ctx.round, ctx.train_state, ctx.history, ctx.stats)
     if restored is not None:
       ctx = ctx.replace(train_state=restored[0], history=restored[1], stats=restored[2])
@@ -221,10 +234,8 @@ class Runner:
     self.progress.start_round(ctx.round, ctx.epoch)
     return ctx
 
-  def _after_epoch(self, ctx: al_loop.RoundCtx, epoch: int, metrics) -> None:
+  def trained_epoch(self, ctx: rounds.RoundCtx, epoch: int, metrics) -> None:
     """The NaN policy, progress, checkpoints, fault points and preemption after an epoch."""
-    if self.ckpt is None:
-      return
     cfg, round_, done = self.cfg, ctx.round, epoch + 1  # epochs completed in this round
     m = metrics.to_host()
     problem = train.epoch_problem(round_, epoch, m, self.exp.dataset.num_classes)
@@ -241,6 +252,34 @@ class Runner:
     if stopping:
       self.ckpt.wait()
       self.stop.check(f'in round {round_} after epoch {done}/{cfg.train.epochs}')
+
+  def evaluated(self, ctx: rounds.RoundCtx) -> None:
+    self._clock.append(time.perf_counter())
+
+  def scored(self, ctx: rounds.RoundCtx, scored: rounds.Scored) -> None:
+    preemption.fault_point('scored', ctx.round)  # crash tests: scored (and any auxiliary
+    # model trained), nothing of it saved: a restart computes it again
+    self._clock.append(time.perf_counter())
+
+  def finished(self, ctx: rounds.RoundCtx, scored: rounds.Scored | None, chosen) -> None:
+    if chosen is not None:
+      self._clock.append(time.perf_counter())
+    if scored is not None:
+      self._write_diagnostics(ctx, scored)
+
+  def seconds(self) -> tuple[float, float, float]:
+    t = self._clock
+    return tuple(b - a for a, b in zip(t, t[1:])) + (0.0,) * (4 - len(t))
+
+  # ---- side effects ---------------------------------------------------------------------------
+
+  def _write_diagnostics(self, ctx: rounds.RoundCtx, scored: rounds.Scored) -> None:
+    if self.workdir is None or not self.cfg.log.pool_diagnostics:
+      return
+    diag = diagnostics.pool_diagnostics(self.exp, ctx, scored)  # collectives: every process joins
+    if self.primary:
+      files.save_npz(
+          os.path.join(self.workdir, 'diagnostics', f'round_{ctx.round}.npz'), **diag)
 
   def _apply_oracle_labels(self, state) -> str:
     """Files oracle: trains on the ledger's labels; or returns how-to-continue while waiting."""

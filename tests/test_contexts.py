@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from _helpers import TINY, cli, load_results, tiny_config
-from jaxdisp import al_loop, checkpointing, config_lib, data, oracle
+from jaxdisp import checkpointing, config_lib, data, oracle, rounds
 from jaxdisp.errors import ConfigError
 from jaxdisp.experiment import run as run_experiment
 
@@ -53,7 +53,7 @@ def test_noisy_oracle_run_reports_balanced_and_per_class_accuracy(tmp_path):
 
 def test_a_noisy_oracle_changes_what_the_model_trains_on_but_not_the_truth():
   cfg = tiny_config(**{'oracle.noise': 0.3})
-  exp = al_loop.Experiment.create(cfg, data.load_dataset(cfg.dataset))
+  exp = rounds.Experiment.create(cfg, data.load_dataset(cfg.dataset))
   trained_on = np.asarray(exp.data.train_labels)
   truth = np.asarray(exp.dataset.train_labels)
   assert 0.25 < (trained_on != truth).mean() < 0.35
@@ -75,7 +75,7 @@ class _ALStateBeforeClassAccuracy:
 
 
 def test_a_round_checkpoint_of_an_older_version_is_upgraded(tmp_path):
-  new = al_loop.initial_state(0, 40, 10, 2, num_classes=3)
+  new = rounds.initial_state(0, 40, 10, 2, num_classes=3)
   old = _ALStateBeforeClassAccuracy(**{
       k: getattr(new, k) for k in _ALStateBeforeClassAccuracy.__dataclass_fields__})
   old = old.replace(round=np.int32(1), test_accuracy=np.float32([0.5, np.nan, np.nan]))
@@ -101,8 +101,10 @@ def test_final_diagnostics_evaluate_every_recorded_score_of_the_initial_model(tm
   assert len(res['rounds']) == 1 and res['rounds'][0]['selected'] == []
   with np.load(run / 'diagnostics' / 'round_0.npz') as z:
     d = {k: z[k] for k in z.files}
-  assert set(d) == {'ids', 'correct', 'margin', 'entropy', 'least_confidence', 'bald',
-                    'dispersion', 'flips', 'variability', 'margin_dynamics'}
+  assert d['score_names'].tolist() == ['dispersion', 'margin', 'entropy', 'least_confidence',
+                                       'bald', 'flips', 'variability', 'margin_dynamics']
+  assert set(d) == {'ids', 'correct', 'score_names', 'score_labels', 'score_highest',
+                    *d['score_names']}
   # least confidence is 1 - the top probability; with the margin (top1 - top2) it bounds top1
   np.testing.assert_array_less(d['least_confidence'], 1.0 - 1.0 / 10 + 1e-6)
   np.testing.assert_array_less(-1e-6, d['least_confidence'])

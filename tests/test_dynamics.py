@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from _helpers import tiny_config
-from jaxdisp import (al_loop, checkpointing, config_lib, data, dispersion as disp, experiment,
-                     input_pipeline, parallel, preemption, selection, strategies, train)
+from jaxdisp import (checkpointing, config_lib, data, dispersion as disp, experiment,
+                     input_pipeline, parallel, preemption, rounds, selection, strategies, train)
 from jaxdisp.errors import ConfigError
 from jaxdisp.strategies import dynamics
 
@@ -324,7 +324,7 @@ def test_round_scores_with_every_addition_and_resumes_mid_round_bit_for_bit(tmp_
   try:
     cfg = tiny_config(strategy='_all_dynamics', **{'al.rounds': 1})
     config_lib.validate(cfg)
-    exp = al_loop.Experiment.create(cfg, data.load_dataset(cfg.dataset))
+    exp = rounds.Experiment.create(cfg, data.load_dataset(cfg.dataset))
     assert exp.mesh.size == 4
     state0 = exp.initial_state()
     ckpt = checkpointing.Checkpointer(str(tmp_path / 'ck'), cfg.train.epochs, 2)
@@ -332,7 +332,7 @@ def test_round_scores_with_every_addition_and_resumes_mid_round_bit_for_bit(tmp_
     runner = experiment.Runner(exp, str(tmp_path), ckpt, progress)
     runner.stop = preemption.StopSignal()
     first = runner.round(state0)  # saves the round at epochs 2 and 4
-    like = al_loop.begin_round(state0, exp)
+    like = rounds.begin_round(state0, exp)
     restored = ckpt.restore_train(0, like.train_state, like.history, like.stats)
     assert int(restored[0].epoch) == 4 and set(restored[2]) == {'margin_sum', 'prob_mean',
                                                                'prob_m2'}
@@ -344,9 +344,9 @@ def test_round_scores_with_every_addition_and_resumes_mid_round_bit_for_bit(tmp_
     np.testing.assert_array_equal(resumed.score[ids], first.score[ids])
     assert float(resumed.test_accuracy[0]) == float(first.test_accuracy[0])
 
-    ctx = al_loop.begin_round(state0, exp)
+    ctx = rounds.begin_round(state0, exp)
     for _ in range(cfg.train.epochs):
-      ctx, _ = al_loop.train_epoch(exp, ctx)
+      ctx, _ = rounds.train_epoch(exp, ctx)
     budget, num_pool = cfg.al.budget, int(ctx.num_pool)
     variants = [('flips', {}), ('variability', {}), ('margin_dynamics', {}),
                 ('flips', {'dispersion.tie_break': 'kcenter'}),
@@ -362,9 +362,9 @@ def test_round_scores_with_every_addition_and_resumes_mid_round_bit_for_bit(tmp_
       cfg_v = tiny_config(strategy=name, **{'al.rounds': 1, **overrides})
       config_lib.validate(cfg_v)
       exp_v = dataclasses.replace(exp, cfg=cfg_v, strategy=strategies.get(name))
-      scored = al_loop.score_pool(exp_v, ctx)
+      scored = rounds.score_pool(exp_v, ctx)
       assert scored.num_nonfinite == 0
-      chosen = al_loop.select(exp_v, ctx, scored)
+      chosen = rounds.select(exp_v, ctx, scored)
       pos = chosen.positions
       assert len(pos) == len(set(pos.tolist())) == budget and (pos < num_pool).all(), name
       scores = np.asarray(scored.scores)[:num_pool]

@@ -42,9 +42,12 @@ def test_each_strategy_runs_end_to_end_on_four_devices(strategy, golden_runs):
   res = check_outputs(tmp_path, cfg)
   assert res['rounds'][-1]['test_accuracy'] > 0.2  # chance is 0.1
   diag = np.load(tmp_path / 'diagnostics' / 'round_0.npz')
-  assert len(diag['ids']) == 500 and set(diag) >= {'dispersion', 'margin', 'entropy', 'correct'}
+  assert len(diag['ids']) == 500 and set(diag) >= {'margin', 'entropy', 'correct'}
   assert ('bald' in diag) == (strategy == 'bald')
-  assert np.isnan(diag['dispersion']).all() == (strategy != 'dispersion')
+  # dispersion only where a history was recorded (no NaN column elsewhere)
+  assert ('dispersion' in diag) == (strategy == 'dispersion')
+  assert set(diag['score_names']) == set(diag) - {'ids', 'correct', 'score_names',
+                                                  'score_labels', 'score_highest'}
   with open(tmp_path / 'selections.jsonl') as f:
     first = [json.loads(l) for l in f if json.loads(l)['round'] == 0]
   column = {'dispersion': 'dispersion', 'entropy': 'entropy', 'bald': 'bald'}.get(strategy)
@@ -175,16 +178,57 @@ def test_a_finite_but_blown_up_loss_stops_the_run_like_nan(tmp_path):
   assert not os.listdir(tmp_path / 'checkpoints' / 'train')  # the blown-up epoch was not saved
 
 
+def test_a_runner_without_a_checkpointer_stops_a_diverging_round_too():
+  """``Runner(exp)``, as the benchmarks build it (no workdir, checkpointer or progress), runs the
+  NaN and divergence policy like a checkpointed run."""
+  from jaxdisp import data, experiment, rounds  # pylint: disable=g-import-not-at-top
+  cfg = tiny_config(num_devices=1, **{'train.learning_rate': 1e30, 'train.lr_milestones': (1.0,),
+                                      'al.rounds': 0})
+  exp = rounds.Experiment.create(cfg, data.load_dataset(cfg.dataset))
+  with pytest.raises(NumericalError, match=r'NaN/inf in round 0, epoch \d+, step \d+'):
+    experiment.Runner(exp).round(exp.initial_state())
+
+
+@pytest.mark.parametrize('overrides, message', [
+    # bald.mc_samples feeds the BALD diagnostic of every run with dropout
+    ({'strategy': 'entropy', 'model.dropout': 0.3, 'bald.mc_samples': 1},
+     'bald.mc_samples=1 must be >= 2'),
+    ({'strategy': 'bald', 'model.dropout': 0.3, 'bald.mc_samples': 1},
+     'bald.mc_samples=1 must be >= 2'),
+    # ensemble.members is checked once, by the ensemble, for an ensemble run
+    ({'strategy': 'ensemble', 'ensemble.members': 0}, 'needs ensemble.members >= 2, got 0'),
+    ({'strategy': 'badge', 'badge.first_center': 'median'}, "badge.first_center='median'"),
+])
+def test_a_strategy_group_is_checked_whenever_it_can_affect_the_run(overrides, message):
+  with pytest.raises(JaxdispError, match=message):
+    config_lib.validate(tiny_config(**overrides))
+
+
+@pytest.mark.parametrize('overrides', [
+    {'strategy': 'entropy', 'bald.mc_samples': 1},  # no dropout: no BALD anywhere
+    {'strategy': 'entropy', 'model.dropout': 0.3, 'bald.mc_samples': 1,
+     'log.pool_diagnostics': False},  # dropout, but no diagnostics
+    {'strategy': 'random', 'ensemble.members': 0, 'badge.first_center': 'median',
+     'vaal.width': 0, 'learning_loss.hidden': 0},
+])
+def test_a_group_that_cannot_affect_the_run_is_not_checked(overrides):
+  config_lib.validate(tiny_config(**overrides))
+  assert set(strategies.config_groups()) == {'bald', 'badge', 'ensemble', 'vaal',
+                                             'learning_loss'}
+  assert set(strategies.config_groups()) <= set(config_lib.base_config())
+  assert not set(strategies.config_groups()) & set(config_lib.core_config())
+
+
 def test_rounds_after_the_first_compile_nothing_on_four_devices():
   """The labeled set grows within one bucket: round 1 reuses every program of round 0."""
-  from jaxdisp import al_loop, compile_counter, data  # pylint: disable=g-import-not-at-top
+  from jaxdisp import compile_counter, data, rounds  # pylint: disable=g-import-not-at-top
   compile_counter.enable()
   cfg = tiny_config()
-  exp = al_loop.Experiment.create(cfg, data.load_dataset(cfg.dataset))
+  exp = rounds.Experiment.create(cfg, data.load_dataset(cfg.dataset))
   assert exp.mesh.size == 4
-  state = al_loop.al_round(exp.initial_state(), exp)  # round 0: compiles
+  state = rounds.al_round(exp.initial_state(), exp)  # round 0: compiles
   before = compile_counter.compile_counts()
-  state = al_loop.al_round(state, exp)  # round 1: trains, scores, selects again
+  state = rounds.al_round(state, exp)  # round 1: trains, scores, selects again
   after = compile_counter.compile_counts()
   assert len(state.selected(1)) == cfg.al.budget
   assert {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)} == {}

@@ -13,7 +13,7 @@ import optax
 import pytest
 
 from _helpers import check_outputs, cli, load_results, tiny_config
-from jaxdisp import al_loop, config_lib, data, input_pipeline, models, parallel, strategies, train
+from jaxdisp import config_lib, data, input_pipeline, models, parallel, rounds, strategies, train
 from jaxdisp.errors import ConfigError
 from jaxdisp.strategies import learning_loss as ll
 
@@ -238,16 +238,16 @@ def test_the_query_is_the_top_predicted_loss_and_four_devices_pick_the_same_ids(
   devices picks the same ids. (Training itself agrees across device counts only to float
   rounding, as for every strategy; a continuous score can then reorder near the boundary.)"""
   cfg = tiny_config(strategy='learning_loss', num_devices=1, **{'train.epochs': 3})
-  exp = al_loop.Experiment.create(cfg, data.load_dataset(cfg.dataset))
+  exp = rounds.Experiment.create(cfg, data.load_dataset(cfg.dataset))
   assert exp.setup.aux is not None and exp.setup.aux.detach_epoch == 2
   state = exp.initial_state()
-  ctx = al_loop.begin_round(state, exp)
+  ctx = rounds.begin_round(state, exp)
   assert 'aux' in ctx.train_state.params
   for _ in range(cfg.train.epochs):
-    ctx, metrics = al_loop.train_epoch(exp, ctx)
+    ctx, metrics = rounds.train_epoch(exp, ctx)
   assert np.isfinite(metrics.to_host()['aux_loss'])
-  scored = al_loop.score_pool(exp, ctx)
-  chosen = al_loop.select(exp, ctx, scored)
+  scored = rounds.score_pool(exp, ctx)
+  chosen = rounds.select(exp, ctx, scored)
   # Recomputed independently: the eval-mode head on the normalised pool images.
   ids = ctx.pool_ids
   x = input_pipeline.normalize(exp.data.train_images[ids], exp.data.mean, exp.data.std)
@@ -258,17 +258,17 @@ def test_the_query_is_the_top_predicted_loss_and_four_devices_pick_the_same_ids(
   picked = np.asarray(chosen.positions)
   assert len(set(picked.tolist())) == cfg.al.budget
   assert pred[picked].min() >= np.sort(pred)[-cfg.al.budget] - 1e-5
-  new = al_loop.finish_round(state, exp, ctx, 0.0, chosen)
+  new = rounds.finish_round(state, exp, ctx, 0.0, chosen)
   assert set(new.selected(0).tolist()) == set(ids[picked].tolist())
   # The same model on 4 devices: the same scores (to rounding) and the same ids.
-  exp4 = al_loop.Experiment.create(tiny_config(strategy='learning_loss', num_devices=4,
+  exp4 = rounds.Experiment.create(tiny_config(strategy='learning_loss', num_devices=4,
                                                **{'train.epochs': 3}), exp.dataset)
-  ctx4 = al_loop.begin_round(state, exp4)
+  ctx4 = rounds.begin_round(state, exp4)
   ctx4 = ctx4.replace(train_state=jax.device_put(jax.device_get(ctx.train_state),
                                                  parallel.replicated(exp4.mesh)))
-  scored4 = al_loop.score_pool(exp4, ctx4)
+  scored4 = rounds.score_pool(exp4, ctx4)
   np.testing.assert_allclose(np.asarray(scored4.scores)[:len(ids)], pred, rtol=1e-4, atol=1e-5)
-  new4 = al_loop.finish_round(state, exp4, ctx4, 0.0, al_loop.select(exp4, ctx4, scored4))
+  new4 = rounds.finish_round(state, exp4, ctx4, 0.0, rounds.select(exp4, ctx4, scored4))
   assert new4.selected(0).tolist() == new.selected(0).tolist()
 
 

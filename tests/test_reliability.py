@@ -223,8 +223,8 @@ def data_files(step_dir):
 ])
 def test_a_damaged_newest_round_checkpoint_is_reported_and_the_previous_one_used(
     target, how, reported, tmp_path, caplog):
-  from jaxdisp import al_loop, checkpointing  # pylint: disable=g-import-not-at-top
-  like = al_loop.initial_state(0, 40, 10, 2)
+  from jaxdisp import checkpointing, rounds  # pylint: disable=g-import-not-at-top
+  like = rounds.initial_state(0, 40, 10, 2)
   states = {r: like.replace(round=np.int32(r), num_labeled=np.array([10, 15, 20], np.int32) * r)
             for r in (1, 2)}
   ck = checkpointing.Checkpointer(str(tmp_path), 6, 2)
@@ -266,8 +266,8 @@ def test_a_damaged_newest_round_checkpoint_is_reported_and_the_previous_one_used
 def test_no_intact_round_checkpoint_starts_over_and_a_damaged_train_checkpoint_restarts_the_round(
     tmp_path, caplog):
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from jaxdisp import al_loop, checkpointing  # pylint: disable=g-import-not-at-top
-  like = al_loop.initial_state(0, 40, 10, 2)
+  from jaxdisp import checkpointing, rounds  # pylint: disable=g-import-not-at-top
+  like = rounds.initial_state(0, 40, 10, 2)
   ck = checkpointing.Checkpointer(str(tmp_path), 6, 2)
   ck.save_round(like.replace(round=np.int32(1)), {'config': {}, 'round': 0})
   state, history = {'w': jnp.arange(4.0)}, jnp.zeros((2, 8), jnp.int8)

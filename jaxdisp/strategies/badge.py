@@ -33,12 +33,20 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 from jax.sharding import Mesh
 
 from jaxdisp import parallel
+from jaxdisp.errors import ConfigError
 from jaxdisp.strategies import base
 
 Array = jax.Array
+
+CONFIG = ml_collections.ConfigDict()
+# k-means++ seeding's first center: 'max_norm' = the largest gradient embedding (the authors'
+# code), 'random' = uniformly random over the pool (standard k-means++). Later centers are
+# always drawn with probability proportional to D^2.
+CONFIG.first_center = 'max_norm'
 
 
 def gradient_factors(probs: Array) -> Array:
@@ -105,8 +113,15 @@ def select(view: base.PoolView, budget: int):
                           first_center=view.cfg.badge.first_center)
 
 
+def check_group(cfg) -> None:
+  if cfg.badge.first_center not in ('max_norm', 'random'):
+    raise ConfigError(f"badge.first_center={cfg.badge.first_center!r} must be 'max_norm' or "
+                      "'random'")
+
+
 STRATEGY = base.register(base.Strategy(
     name='badge', summary='k-means++ seeding on last-layer gradient embeddings of the predicted '
     'label', reference='Ash et al., ICLR 2020 (factored distances, deterministic seeding)',
     cost='one pool pass; budget seeding steps of O(N (C + d)) (no N x N or N x Cd matrix)',
-    outputs=('probs', 'features'), select=select), builtin=True)
+    outputs=('probs', 'features'), select=select, config=CONFIG, check_group=check_group),
+    builtin=True)

@@ -16,8 +16,13 @@ the chunking or the device layout: 1 and 4 devices give the same scores.
 """
 
 import jax
+import ml_collections
 
+from jaxdisp.errors import ConfigError
 from jaxdisp.strategies import base
+
+CONFIG = ml_collections.ConfigDict()
+CONFIG.mc_samples = 10  # Monte-Carlo dropout passes (head or network: model.dropout_layers)
 
 
 def bald_output(c: base.ChunkInputs):
@@ -42,10 +47,23 @@ def bald_output(c: base.ChunkInputs):
 
 base.register_output('bald', bald_output)
 
+
+def check_group(cfg) -> None:
+  """``bald.mc_samples`` (it feeds the BALD diagnostic of every run with dropout, too)."""
+  if cfg.bald.mc_samples < 2:
+    raise ConfigError(f'bald.mc_samples={cfg.bald.mc_samples} must be >= 2')
+
+
+# The BALD diagnostic: every run whose model has dropout, whatever its strategy.
+DIAGNOSTIC = base.PoolScore('bald', 'BALD', highest=True, outputs=('bald',),
+                            compute=lambda view: view.outputs['bald'],
+                            available=lambda cfg: cfg.model.dropout > 0)
+
 STRATEGY = base.register(base.Strategy(
     name='bald', summary='mutual information over Monte-Carlo dropout passes',
     reference='Houlsby et al. 2011; Gal et al., ICML 2017',
     cost='1 + {bald.mc_samples} dropout passes (after training) of the head or of the whole '
     'network (model.dropout_layers)', outputs=('bald',),
     score=lambda view: view.outputs['bald'], needs_dropout=True,
-    check_config=base.needs_dropout_check('bald')), builtin=True)
+    check_config=base.needs_dropout_check('bald'), config=CONFIG, check_group=check_group,
+    diagnostics=(DIAGNOSTIC,)), builtin=True)

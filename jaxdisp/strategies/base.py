@@ -13,7 +13,18 @@ A strategy declares what it needs and says how to score or select:
 * ``score(view) -> [P]`` (higher = query first; the top ``budget`` are selected with the
   strategy's tie-break), or ``select(view, budget) -> (positions, scores)`` for strategies that
   choose a batch as a whole (k-center greedy);
-* ``check_config(cfg)``: raise :class:`~jaxdisp.errors.ConfigError` for configs it cannot run;
+* ``check_config(cfg)``: raise :class:`~jaxdisp.errors.ConfigError` for configs it cannot run
+  (runs when the strategy is the run's);
+* ``config``: its config group's defaults, ``cfg.<config_group>`` (the group is named after the
+  strategy unless ``config_group`` names another, e.g. one group for a family: one member
+  declares it, the others name it). The config schema is the core's groups plus these
+  (``config_lib.base_config``), so ``--config.<group>.<key>=...`` works for a strategy registered
+  in a config file too. ``check_group(cfg)`` checks the group's values; it runs whenever they can
+  affect the run: when the strategy is the run's, or when one of its diagnostics is computed;
+* ``diagnostics``: the :class:`PoolScore` values it contributes to the pool diagnostics
+  (``diagnostics/round_<r>.npz``: name, display label, direction, what they read, when they are
+  available). Each is computed once per round, from the same view the strategy scored; a strategy
+  score that is one of them shares the computation (:meth:`PoolView.cached`);
 * ``members(cfg) -> K``: models the round trains (default 1). With K > 1 the round trains a deep
   ensemble of K independently initialised models in one program (``train.TrainSetup.members``),
   the pool pass runs every member (``ChunkInputs.member_probs``, ``[K, chunk, C]``), ``'probs'``
@@ -36,9 +47,10 @@ the round's ``score`` seconds; NaN/inf in its own losses should raise
 :class:`~jaxdisp.errors.NumericalError` with one line (non-finite scores are caught anyway).
 
 The core reads nothing else: it records what ``records`` asks for, runs one pool pass for the
-union of ``outputs`` and the report's diagnostics, hands the strategy a :class:`PoolView` and
-selects. A strategy defined in a config file and passed to :func:`register` runs like a
-built-in one (``configs/custom_strategy.py``).
+union of ``outputs`` and the outputs of the available diagnostics, hands the strategy a
+:class:`PoolView` and selects. A strategy defined in a config file and passed to
+:func:`register` runs like a built-in one, its config group and diagnostics included
+(``configs/custom_strategy.py``).
 """
 
 from __future__ import annotations
@@ -48,18 +60,19 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 from jax.sharding import Mesh
 
-from jaxdisp import dispersion, parallel, train
+from jaxdisp import config_lib, dispersion, parallel, train
 from jaxdisp.errors import ConfigError
+from jaxdisp.strategies.scoring import (  # pylint: disable=unused-import (re-exported)
+    TIE_RULES, entropy, least_confidence, neg_margin, tie_key, tie_labeled_outputs, tie_outputs)
 
 Array = jax.Array
 
 # Per-epoch pool statistics the record path can write: the prediction history, and the running
 # statistics of ``train.STATS`` (``view.stats``).
 RECORDS = ('labels',) + tuple(train.STATS)
-# Rules that order equal scores at the selection boundary (``Strategy.tie_break``).
-TIE_RULES = ('random', 'entropy', 'margin', 'kcenter')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +101,8 @@ class PoolView:
   setup: Any = None
   pool: Array | None = None
   labeled: Array | None = None
+  # quantities computed once for this view (the round): name -> [P] (see ``cached``)
+  _cache: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
 
   @property
   def capacity(self) -> int:
@@ -98,13 +113,20 @@ class PoolView:
     """T: the epochs the history and the running statistics were recorded at."""
     return self.history.shape[0]
 
+  def cached(self, name: str, compute: Callable[[], Array]) -> Array:
+    """``compute()``, computed once for this view: the strategy's score and the pool
+    diagnostics of the round read the same array (``name`` says what it is, e.g. 'entropy')."""
+    if name not in self._cache:
+      self._cache[name] = compute()
+    return self._cache[name]
+
   def label_dispersion(self) -> Array:
     """``1 - f_x / T`` of every pool position, with the config's ``dispersion.*`` options
-    (computed where each device holds its columns; no communication)."""
+    (computed where each device holds its columns, no communication; once per view)."""
     d = self.cfg.dispersion
-    return dispersion.sharded_label_dispersion(self.history, self.num_classes, self.mesh,
-                                               mode_last_k=d.mode_last_k,
-                                               denominator=d.denominator)
+    return self.cached('dispersion', lambda: dispersion.sharded_label_dispersion(
+        self.history, self.num_classes, self.mesh, mode_last_k=d.mode_last_k,
+        denominator=d.denominator))
 
 
 def _no_check(cfg) -> None:
@@ -126,6 +148,35 @@ def _no_aux_head(cfg) -> None:
   return None
 
 
+def _always(cfg) -> bool:
+  del cfg
+  return True
+
+
+@dataclasses.dataclass(frozen=True)
+class PoolScore:
+  """A per-sample score of the pool that a strategy contributes to the pool diagnostics
+  (``diagnostics/round_<r>.npz``, read by ``jaxdisp.report``)."""
+  name: str  # its array in the diagnostics file, e.g. 'least_confidence'
+  label: str  # its display name, e.g. 'least confidence'
+  highest: bool  # True: the highest values are the most uncertain (False: the lowest, margin)
+  compute: Callable[['PoolView'], Array]  # the round's view -> float [P] on device
+  outputs: tuple = ()  # the pool outputs it reads (computed in the round's one pool pass)
+  # the per-epoch records it reads (RECORDS): it is available only in runs that keep them (a
+  # strategy's ``records`` or dispersion.record_always); nothing is recorded for it alone
+  records: tuple = ()
+  available: Callable[[Any], bool] = _always  # cfg -> whether the run has it (BALD: dropout > 0)
+
+  def __post_init__(self):
+    unknown = [r for r in self.records if r not in RECORDS]
+    if unknown:
+      raise ValueError(f'pool score {self.name!r}: unknown records {unknown}; known: {RECORDS}')
+
+
+# Arrays of the diagnostics file that are not scores.
+RESERVED_SCORE_NAMES = ('ids', 'correct', 'score_names', 'score_labels', 'score_highest')
+
+
 @dataclasses.dataclass(frozen=True)
 class Strategy:
   """An acquisition strategy (see the module docstring)."""
@@ -144,6 +195,10 @@ class Strategy:
   members: Callable[[Any], int] = _one_member  # cfg -> models trained per round (ensemble if > 1)
   # cfg -> an auxiliary head trained alongside the task model (train.AuxHead), or None
   aux_head: Callable[[Any], train.AuxHead | None] = _no_aux_head
+  config: ml_collections.ConfigDict | dict | None = None  # its group's defaults (kept frozen)
+  config_group: str = ''  # the group's name: '' = the strategy's name
+  check_group: Callable[[Any], None] = _no_check  # cfg -> ConfigError for bad group values
+  diagnostics: tuple = ()  # PoolScore values it adds to the pool diagnostics
 
   def __post_init__(self):
     if (self.score is None) == (self.select is None):
@@ -151,6 +206,15 @@ class Strategy:
     unknown = [r for r in self.records if r not in RECORDS]
     if unknown:
       raise ValueError(f'strategy {self.name!r}: unknown records {unknown}; known: {RECORDS}')
+    if self.config is not None and not isinstance(self.config, ml_collections.FrozenConfigDict):
+      object.__setattr__(self, 'config', ml_collections.FrozenConfigDict(self.config))
+    if not all(isinstance(d, PoolScore) for d in self.diagnostics):
+      raise ValueError(f'strategy {self.name!r}: diagnostics must be PoolScore values')
+
+  @property
+  def group(self) -> str:
+    """The name of its config group (``cfg.<group>``)."""
+    return self.config_group or self.name
 
 
 _STRATEGIES: dict[str, Strategy] = {}
@@ -162,14 +226,36 @@ def register(strategy: Strategy, *, replace: bool = False, builtin: bool = False
   (config files may be executed more than once), except a built-in one without ``replace``."""
   if strategy.name in _BUILTIN and not replace:
     raise ValueError(f'strategy {strategy.name!r} is built in; pass replace=True to override it')
-  unknown = [o for o in strategy.outputs + strategy.labeled_outputs if o not in _OUTPUTS]
+  reads = strategy.outputs + strategy.labeled_outputs + tuple(
+      o for d in strategy.diagnostics for o in d.outputs)
+  unknown = [o for o in reads if o not in _OUTPUTS]
   if unknown:
     raise ValueError(f'strategy {strategy.name!r}: unknown outputs {unknown}; register them '
                      f'with register_output (known: {sorted(_OUTPUTS)})')
+  _check_group_and_scores(strategy)
   _STRATEGIES[strategy.name] = strategy
   if builtin:
     _BUILTIN.add(strategy.name)
   return strategy
+
+
+def _check_group_and_scores(strategy: Strategy) -> None:
+  """A group is declared once and is not a core one; a diagnostic name is taken once."""
+  others = [s for n, s in _STRATEGIES.items() if n != strategy.name]
+  if strategy.config is not None:
+    if strategy.group in config_lib.core_config():
+      raise ValueError(f'strategy {strategy.name!r}: config group {strategy.group!r} is a core '
+                       'group of jaxdisp.config_lib')
+    owner = next((s.name for s in others if s.config is not None and s.group == strategy.group),
+                 None)
+    if owner:
+      raise ValueError(f'strategy {strategy.name!r}: config group {strategy.group!r} is '
+                       f'declared by strategy {owner!r} (name it with config_group, no config)')
+  taken = {d.name: s.name for s in others for d in s.diagnostics}
+  for d in strategy.diagnostics:
+    if d.name in RESERVED_SCORE_NAMES or d.name in taken:
+      raise ValueError(f'strategy {strategy.name!r}: diagnostic {d.name!r} is taken (by '
+                       f'{taken.get(d.name, "the diagnostics file")})')
 
 
 def unregister(name: str) -> None:
@@ -193,6 +279,31 @@ def names() -> tuple[str, ...]:
 def builtin_names() -> tuple[str, ...]:
   """The strategies that ship with jaxdisp, in their documented order."""
   return tuple(n for n in _STRATEGIES if n in _BUILTIN)
+
+
+def config_groups() -> dict[str, ml_collections.FrozenConfigDict]:
+  """The registered strategies' config groups (name -> defaults), in registry order."""
+  return {s.group: s.config for s in _STRATEGIES.values() if s.config is not None}
+
+
+def pool_scores() -> tuple[PoolScore, ...]:
+  """Every registered strategy's diagnostics, in registry order (the report's table order)."""
+  return tuple(d for s in _STRATEGIES.values() for d in s.diagnostics)
+
+
+def check_groups(cfg) -> None:
+  """Runs ``check_group`` of every strategy whose group can affect this run: the run's
+  strategy's group, and the group of every strategy one of whose diagnostics is computed
+  (``log.pool_diagnostics`` and the score's ``available(cfg)``)."""
+  in_use = {get(cfg.strategy).group}
+  if cfg.log.pool_diagnostics:
+    in_use |= {s.group for s in _STRATEGIES.values()
+               if any(d.available(cfg) for d in s.diagnostics)}
+  done = set()
+  for s in _STRATEGIES.values():
+    if s.group in in_use and s.check_group not in done:
+      done.add(s.check_group)
+      s.check_group(cfg)
 
 
 def needs_dropout_check(name: str) -> Callable[[Any], None]:
@@ -280,40 +391,3 @@ def pool_outputs(setup: train.TrainSetup, cfg, state: train.TrainState, data, id
     return {name: _OUTPUTS[name](inputs) for name in outputs}
 
   return parallel.map_in_chunks(per_chunk, idx, num, setup.chunk, setup.mesh)
-
-
-# ---- small score helpers shared by strategies ---------------------------------------------------
-
-def entropy(probs: Array) -> Array:
-  return -jnp.sum(jnp.where(probs > 0, probs * jnp.log(probs), 0.0), axis=-1)
-
-
-def neg_margin(probs: Array) -> Array:
-  """Minus the gap between the two most probable classes (higher = less sure)."""
-  top2 = jax.lax.top_k(probs, 2)[0]
-  return top2[:, 1] - top2[:, 0]
-
-
-def least_confidence(probs: Array) -> Array:
-  return 1.0 - probs.max(-1)
-
-
-TIE_BREAKS = {'entropy': entropy, 'margin': neg_margin}
-
-
-def tie_key(rule: str, view: PoolView, key: Array) -> Array:
-  """Secondary key among equal scores: keyed random, or the final model's uncertainty.
-  (``kcenter`` is not a key but a selection among the tied group: ``al_loop.select``.)"""
-  if rule == 'random':
-    return jax.random.uniform(key, (view.capacity,))
-  return TIE_BREAKS[rule](view.outputs['probs'])
-
-
-def tie_outputs(rule: str) -> tuple[str, ...]:
-  """The pool outputs the tie rule reads."""
-  return {'random': (), 'kcenter': ('features',)}.get(rule, ('probs',))
-
-
-def tie_labeled_outputs(rule: str) -> tuple[str, ...]:
-  """The labeled-set outputs the tie rule reads (k-center: distances to the labeled set)."""
-  return ('features',) if rule == 'kcenter' else ()

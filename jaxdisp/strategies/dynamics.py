@@ -54,19 +54,35 @@ def _needs_two_epochs(name: str):
 
 def flips(view: base.PoolView):
   """Label changes between consecutive recorded epochs, per pool position (float32 [P])."""
-  return disp.label_changes(view.history).astype(jnp.float32)
+  return view.cached('flips', lambda: disp.label_changes(view.history).astype(jnp.float32))
 
 
 def variability(view: base.PoolView):
   """Population std over the T recorded epochs of each epoch's top-1 probability."""
-  m2 = view.stats['prob_m2']
-  return jnp.sqrt(jnp.maximum(m2 / max(view.num_recorded, 1), 0.0))
+  def compute():
+    m2 = view.stats['prob_m2']
+    return jnp.sqrt(jnp.maximum(m2 / max(view.num_recorded, 1), 0.0))
+  return view.cached('variability', compute)
+
+
+def mean_margin(view: base.PoolView):
+  """The mean top-1 minus top-2 logit margin over the T recorded epochs (low = uncertain)."""
+  return view.cached('mean_margin',
+                     lambda: view.stats['margin_sum'] / max(view.num_recorded, 1))
 
 
 def margin_dynamics(view: base.PoolView):
-  """Minus the mean top-1 minus top-2 logit margin over the T recorded epochs (higher =
-  smaller mean margin = query first)."""
-  return -view.stats['margin_sum'] / max(view.num_recorded, 1)
+  """Minus the mean margin (higher = smaller mean margin = query first)."""
+  return -mean_margin(view)
+
+
+# Their pool diagnostics: in every run that keeps the records they read
+# (dispersion.record_always keeps all of them).
+FLIPS_SCORE = base.PoolScore('flips', 'flips', highest=True, compute=flips, records=('labels',))
+VARIABILITY_SCORE = base.PoolScore('variability', 'variability', highest=True,
+                                   compute=variability, records=('labels', 'prob_moments'))
+MARGIN_DYNAMICS_SCORE = base.PoolScore('margin_dynamics', 'margin dynamics', highest=False,
+                                       compute=mean_margin, records=('labels', 'margin_sum'))
 
 
 FLIPS = base.register(base.Strategy(
@@ -74,16 +90,18 @@ FLIPS = base.register(base.Strategy(
     reference='Toneva et al., ICLR 2019 (forgetting events), label-free on the pool',
     cost='one pool pass after every recorded epoch (T passes per round), as dispersion',
     records=('labels',), score=flips, tie_break=lambda cfg: cfg.dispersion.tie_break,
-    check_config=_needs_two_epochs('flips')), builtin=True)
+    check_config=_needs_two_epochs('flips'), diagnostics=(FLIPS_SCORE,)), builtin=True)
 
 VARIABILITY = base.register(base.Strategy(
     name='variability',
     summary='highest std over recorded epochs of the top-1 probability of each epoch',
     reference='Swayamdipta et al., EMNLP 2020 (dataset cartography), on the predicted class',
     cost=_COST, records=('labels', 'prob_moments'), score=variability,
-    check_config=_needs_two_epochs('variability')), builtin=True)
+    check_config=_needs_two_epochs('variability'), diagnostics=(VARIABILITY_SCORE,)),
+    builtin=True)
 
 MARGIN_DYNAMICS = base.register(base.Strategy(
     name='margin_dynamics', summary='lowest mean top-1 minus top-2 logit over recorded epochs',
     reference='Pleiss et al., NeurIPS 2020 (area under the margin), label-free',
-    cost=_COST, records=('labels', 'margin_sum'), score=margin_dynamics), builtin=True)
+    cost=_COST, records=('labels', 'margin_sum'), score=margin_dynamics,
+    diagnostics=(MARGIN_DYNAMICS_SCORE,)), builtin=True)

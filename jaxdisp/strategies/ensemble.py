@@ -36,11 +36,16 @@ against dispersion's one training and T pool passes during it.
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 
 from jaxdisp.errors import ConfigError
 from jaxdisp.strategies import base
 
 SCORES = ('vote', 'bald')
+
+CONFIG = ml_collections.ConfigDict()
+CONFIG.members = 5  # models trained per round (>= 2), vmapped
+CONFIG.score = 'vote'  # 'vote' (entropy of the members' argmax votes) | 'bald' (mutual info)
 
 
 def vote_entropy(member_probs: jax.Array) -> jax.Array:
@@ -66,11 +71,13 @@ base.register_output('ensemble_bald',
                      lambda c: mutual_information(_member_probs(c, 'ensemble_bald')))
 
 
-def check_config(cfg) -> None:
+def check_group(cfg) -> None:
   e = cfg.ensemble
   if e.members < 2:
     raise ConfigError(f'strategy=ensemble needs ensemble.members >= 2, got {e.members} (one '
                       'member is the single model: use strategy=entropy)')
+  if e.score not in SCORES:
+    raise ConfigError(f"ensemble.score={e.score!r} must be 'vote' or 'bald'")
 
 
 def score(view: base.PoolView) -> jax.Array:
@@ -84,5 +91,5 @@ STRATEGY = base.register(base.Strategy(
     cost='{ensemble.members} trainings (vmapped, one program) + {ensemble.members} pool passes '
     '(after training)',
     outputs=('ensemble_vote', 'ensemble_bald'), score=score,
-    tie_break=lambda cfg: 'entropy', check_config=check_config,
+    tie_break=lambda cfg: 'entropy', config=CONFIG, check_group=check_group,
     members=lambda cfg: cfg.ensemble.members), builtin=True)

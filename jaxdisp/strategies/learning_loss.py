@@ -134,7 +134,17 @@ def score(view: base.PoolView) -> Array:
   return view.outputs['predicted_loss']
 
 
-def check_config(cfg) -> None:
+CONFIG = dict(  # the learning_loss group: cfg.learning_loss
+    weight=1.0,  # lambda: total loss = mean CE + weight * loss-prediction loss
+    margin=1.0,  # margin of the pairwise ranking loss
+    # from epoch round(detach_after * train.epochs) on (0-based) the loss module sees the stage
+    # features without gradient (the authors: after epoch 120 of 200); 1 = never detached
+    detach_after=0.6,
+    hidden=128,  # units of each stage's Dense layer (the paper's 128)
+)
+
+
+def check_group(cfg) -> None:
   ll = cfg.learning_loss
 
   def need(ok, msg):
@@ -162,5 +172,5 @@ STRATEGY = base.register(base.Strategy(
     'Active-Learning; pairs among the real rows of padded batches, detach epoch as a fraction '
     'of train.epochs, one optimizer for both, re-initialised every round)',
     cost='1 training (with the loss-prediction module) + 1 pool pass (after training)',
-    outputs=('predicted_loss',), score=score, check_config=check_config,
+    outputs=('predicted_loss',), score=score, config=CONFIG, check_group=check_group,
     aux_head=aux_head), builtin=True)

@@ -298,7 +298,26 @@ def score(view: base.PoolView) -> Array:
   return compiled(vs).scores(st, view.data, view.pool, view.num_pool)
 
 
-def check_config(cfg) -> None:
+# ---- config -------------------------------------------------------------------------------------
+
+CONFIG = dict(  # the vaal group: cfg.vaal
+    latent_dim=32,  # size of mu and log sigma^2
+    beta=1.0,  # weight of the KL term of the VAE loss
+    adversary_weight=1.0,  # lambda: weight of the VAE's "fool D" term
+    # Length of the VAE + D training per round, in passes over the images they see: a round makes
+    # max(1, floor(epochs * (labeled + pool) / batch_size)) iterations (2 VAE steps + 1 D step
+    # each). 100 on CIFAR-10 (labeled + pool = 50,000) = the authors' 39,062 iterations.
+    epochs=100.0,
+    batch_size=128,  # labeled and unlabeled images per step (each)
+    learning_rate=5e-4,  # Adam, VAE and D
+    width=128,  # channels of the first encoder stage (doubling per stage: 128..1024 at 32x32)
+    # 'sum': the KL summed over batch and latent dims (the authors'); 'batch_mean': over the batch
+    # size (the per-sample ELBO; the summed KL dwarfs the mean-over-elements MSE)
+    kl_reduction='sum',
+)
+
+
+def check_group(cfg) -> None:
   v = cfg.vaal
   finite = math.isfinite
 
@@ -330,4 +349,4 @@ STRATEGY = base.register(base.Strategy(
     'epochs scaled to the pool)',
     cost='VAE + D from scratch: {vaal.epochs} x (L + P) / {vaal.batch_size} iterations of 2 VAE '
     'steps + 1 D step (each on a labeled and an unlabeled batch); one encoder pass over the pool',
-    score=score, check_config=check_config), builtin=True)
+    score=score, config=CONFIG, check_group=check_group), builtin=True)

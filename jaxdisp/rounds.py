@@ -1,27 +1,19 @@
-"""The active-learning round as pure steps over explicit state.
-
-``ALState`` is the whole experiment's state, a small pytree of host arrays:
-
-* ``labeled_round[i]``: ``-1`` while training sample ``i`` is unlabeled, else the round whose
-  model was the first to train on it (``0`` = the initial set, ``r + 1`` = queried in round
-  ``r``). So the ids selected in round ``r`` are ``labeled_round == r + 1``.
-* ``score``, ``modal_label``, ``label_changes``: for each queried sample, its acquisition score
-  and (when a prediction history was recorded) its modal predicted label and number of label
-  changes across epochs; ``nan`` / ``-1`` elsewhere.
-* per-round metrics ``num_labeled``, ``test_accuracy``, ``class_accuracy`` (test accuracy of
-  each true class), ``seconds`` (train, score, select).
+"""The active-learning round as pure steps over explicit state, composed in one place.
 
 A round is five steps, each a function of its inputs only (every random choice is derived from
-``(seed, round, stream, epoch, step)`` by ``fold_in``), composed by :func:`al_round`:
+``(seed, round, stream, epoch, step)`` by ``fold_in``), over the experiment's
+:class:`~jaxdisp.al_state.ALState`; :func:`al_round` is their one composition:
 
   ctx = begin_round(state, exp)              # fresh model, index buffers, empty history/stats
   ctx, metrics = train_epoch(exp, ctx)       # x train.epochs (records the pool's predictions)
-  accuracy = test_accuracy(exp, ctx)
+  accuracy, per_class = evaluate(exp, ctx)
   scored = score_pool(exp, ctx)              # one pool pass; the strategy's scores
   state = finish_round(state, exp, ctx, accuracy, select(exp, ctx, scored), seconds)
 
-Checkpoints, the NaN policy, preemption, progress, outputs and timing are the runner's
-(``jaxdisp.experiment``); nothing here calls back into it.
+Checkpoints, the NaN policy, preemption, progress, outputs, timing and the pool diagnostics are
+the runner's (``jaxdisp.experiment.Runner``): it passes :func:`al_round` a :class:`RoundHooks`
+that runs them between the steps, and does not re-state the steps or their order. Nothing here
+calls back into it.
 """
 
 from __future__ import annotations
@@ -37,6 +29,7 @@ import numpy as np
 
 from jaxdisp import dispersion as disp, input_pipeline, oracle, parallel, selection, strategies
 from jaxdisp import train
+from jaxdisp.al_state import ALState, initial_state, is_finished
 from jaxdisp.data import Dataset
 from jaxdisp.errors import NumericalError
 
@@ -44,46 +37,6 @@ Array = jax.Array
 
 # Streams of randomness, folded into the round key.
 _INIT, _TRAIN, _POOL, _ACQUIRE = range(4)
-
-
-@flax.struct.dataclass
-class ALState:
-  round: np.ndarray  # int32 scalar: the next round to run
-  key: np.ndarray  # uint32 [2]: the experiment's root PRNG key (raw)
-  labeled_round: np.ndarray  # int32 [N_train]
-  score: np.ndarray  # float32 [N_train]
-  modal_label: np.ndarray  # int32 [N_train]
-  label_changes: np.ndarray  # int32 [N_train]
-  num_labeled: np.ndarray  # int32 [rounds + 1]
-  test_accuracy: np.ndarray  # float32 [rounds + 1], nan = not run
-  seconds: np.ndarray  # float32 [rounds + 1, 3]: train, score, select
-  class_accuracy: np.ndarray  # float32 [rounds + 1, C], nan = not run / no test sample
-
-  def selected(self, round_: int) -> np.ndarray:
-    """Dataset ids queried at the end of ``round_`` (sorted)."""
-    return np.flatnonzero(self.labeled_round == round_ + 1)
-
-
-def initial_state(seed: int, num_train: int, initial_size: int, rounds: int,
-                  num_classes: int = 1) -> ALState:
-  """Round 0: a keyed uniformly random initial labeled set."""
-  key = jax.random.PRNGKey(seed)
-  perm = np.asarray(jax.random.permutation(jax.random.fold_in(key, 10**6), num_train))
-  labeled_round = np.full(num_train, -1, np.int32)
-  labeled_round[perm[:initial_size]] = 0
-  return ALState(
-      round=np.int32(0), key=np.asarray(key, np.uint32), labeled_round=labeled_round,
-      score=np.full(num_train, np.nan, np.float32),
-      modal_label=np.full(num_train, -1, np.int32),
-      label_changes=np.full(num_train, -1, np.int32),
-      num_labeled=np.zeros(rounds + 1, np.int32),
-      test_accuracy=np.full(rounds + 1, np.nan, np.float32),
-      seconds=np.zeros((rounds + 1, 3), np.float32),
-      class_accuracy=np.full((rounds + 1, max(num_classes, 1)), np.nan, np.float32))
-
-
-def is_finished(state: ALState, cfg) -> bool:
-  return int(state.round) > cfg.al.rounds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,14 +102,31 @@ class Experiment:
   @property
   def pool_outputs(self) -> tuple[str, ...]:
     """What the round's one pool pass computes: the strategy's outputs, its tie-break's, the
-    class balance's (the final model's argmax when no history is recorded), and the report's
-    diagnostics (probabilities; BALD when the model has dropout)."""
+    class balance's (the final model's argmax when no history is recorded), and the pool
+    diagnostics' (probabilities for ``correct``, and what each available score reads)."""
     names = list(self.strategy.outputs) + list(strategies.tie_outputs(self.tie_rule))
     if self.class_balance and not self.setup.recording.num_rows:
       names.append('probs')
     if self.cfg.log.pool_diagnostics:
-      names += ['probs'] + (['bald'] if self.cfg.model.dropout > 0 else [])
+      names += ['probs'] + [o for s in self.diagnostic_scores for o in s.outputs]
     return tuple(dict.fromkeys(names))
+
+  @property
+  def diagnostic_scores(self) -> tuple[strategies.PoolScore, ...]:
+    """The registered strategies' diagnostics this run writes (none with
+    ``log.pool_diagnostics=False``): those available under the config whose per-epoch records
+    the run keeps, in registry order."""
+    if not self.cfg.log.pool_diagnostics:
+      return ()
+    rec = self.setup.recording
+    kept = {'labels', *rec.stats} if rec.num_rows else set()
+    return tuple(s for s in strategies.pool_scores()
+                 if s.available(self.cfg) and set(s.records) <= kept)
+
+  @property
+  def scores_last_model(self) -> bool:
+    """``log.final_diagnostics``: the last round scores its pool too (no query), for them."""
+    return self.cfg.log.final_diagnostics and self.cfg.log.pool_diagnostics
 
   @property
   def labeled_outputs(self) -> tuple[str, ...]:
@@ -308,44 +278,6 @@ def _argmax(probs):
   return jnp.argmax(probs, -1).astype(jnp.int32)
 
 
-def pool_diagnostics(exp: Experiment, ctx: RoundCtx, scored: Scored) -> dict:
-  """Per-pool-sample dispersion, margin, entropy, least confidence (BALD with dropout) and correctness of the
-  round's model, from the outputs selection used (no further pool pass); with a prediction
-  history also ``flips``, and ``variability`` / ``margin_dynamics`` when their running statistics
-  were recorded (``dispersion.record_always`` records all of them). Host arrays trimmed
-  to the ``num_pool`` real samples."""
-  n = int(ctx.num_pool)
-  out = scored.view.outputs
-  probs = parallel.to_host(out['probs'])[:n].astype(np.float64)
-  top2 = -np.sort(-probs, axis=-1)[:, :2]
-  labels = np.asarray(exp.dataset.train_labels)[ctx.pool_ids]  # true labels, not the oracle's
-  plogp = np.where(probs > 0, probs * np.log(np.where(probs > 0, probs, 1.0)), 0.0)
-  diag = {'ids': ctx.pool_ids.astype(np.int64),
-          'margin': (top2[:, 0] - top2[:, 1]).astype(np.float32),
-          'entropy': (-plogp.sum(-1)).astype(np.float32),
-          'least_confidence': (1.0 - top2[:, 0]).astype(np.float32),
-          'correct': probs.argmax(-1) == labels}
-  if ctx.history.shape[0]:
-    d = exp.cfg.dispersion
-    diag['dispersion'] = parallel.to_host(disp.sharded_label_dispersion(
-        ctx.history, exp.dataset.num_classes, exp.mesh, mode_last_k=d.mode_last_k,
-        denominator=d.denominator))[:n]
-  else:
-    diag['dispersion'] = np.full((n,), np.nan, np.float32)
-  if ctx.history.shape[0]:  # the training-dynamics siblings, from what was recorded
-    t = ctx.history.shape[0]
-    diag['flips'] = parallel.to_host(disp.label_changes(ctx.history))[:n].astype(np.float32)
-    if 'prob_m2' in ctx.stats:  # std over epochs of each epoch's top-1 probability
-      m2 = parallel.to_host(ctx.stats['prob_m2'])[:n]
-      diag['variability'] = np.sqrt(np.maximum(m2 / t, 0.0)).astype(np.float32)
-    if 'margin_sum' in ctx.stats:  # mean top-1 minus top-2 logit (low = uncertain)
-      diag['margin_dynamics'] = (parallel.to_host(ctx.stats['margin_sum'])[:n] / t).astype(
-          np.float32)
-  if 'bald' in out:
-    diag['bald'] = parallel.to_host(out['bald'])[:n]
-  return diag
-
-
 def finish_round(state: ALState, exp: Experiment, ctx: RoundCtx, accuracy: float,
                  chosen: selection.Selection | None, seconds=(0.0, 0.0, 0.0),
                  class_accuracy: np.ndarray | None = None) -> ALState:
@@ -374,22 +306,61 @@ def needs_query(state: ALState, exp: Experiment, ctx: RoundCtx) -> bool:
   return ctx.round < exp.cfg.al.rounds and len(ctx.pool_ids) > 0
 
 
-def al_round(state: ALState, exp: Experiment) -> ALState:
-  """One whole round, untimed and uncheckpointed: train from scratch, evaluate, query."""
-  ctx = begin_round(state, exp)
-  for _ in range(exp.cfg.train.epochs):
+class RoundHooks:
+  """What runs between the steps of :func:`al_round`: nothing here (an untimed,
+  uncheckpointed round). ``experiment.Runner`` overrides them with its checkpoints, NaN policy,
+  progress, signals, timing and pool diagnostics."""
+
+  def started(self, ctx: RoundCtx) -> RoundCtx:
+    """After :func:`begin_round`: the context to train from (the runner's: a mid-round
+    checkpoint's, if there is one)."""
+    return ctx
+
+  def trained_epoch(self, ctx: RoundCtx, epoch: int, metrics: train.EpochMetrics) -> None:
+    """After each :func:`train_epoch` (``epoch``: the 0-based epoch just trained)."""
+
+  def evaluated(self, ctx: RoundCtx) -> None:
+    """After the test evaluation: the model is final."""
+
+  def scored(self, ctx: RoundCtx, scored: Scored) -> None:
+    """After :func:`score_pool` and :func:`check_scores` of a round that queries."""
+
+  def finished(self, ctx: RoundCtx, scored: Scored | None,
+               chosen: selection.Selection | None) -> None:
+    """After :func:`select`; ``scored``: the pool's scores (also of a last model scored for
+    ``log.final_diagnostics``), None when the round scored nothing."""
+
+  def seconds(self) -> tuple[float, float, float]:
+    """The round's train, score and select seconds, for its state (unmeasured: zeros)."""
+    return (0.0, 0.0, 0.0)
+
+
+NO_HOOKS = RoundHooks()
+
+
+def al_round(state: ALState, exp: Experiment, hooks: RoundHooks = NO_HOOKS) -> ALState:
+  """One whole round: train from scratch, evaluate, score and query (every round but the
+  last), with ``hooks`` between the steps (none: untimed and uncheckpointed)."""
+  ctx = hooks.started(begin_round(state, exp))
+  for epoch in range(ctx.epoch, exp.cfg.train.epochs):
     ctx, metrics = train_epoch(exp, ctx)
-  del metrics
+    hooks.trained_epoch(ctx, epoch, metrics)
   accuracy, per_class = evaluate(exp, ctx)
-  chosen = None
+  hooks.evaluated(ctx)
+  scored = chosen = None
   if needs_query(state, exp, ctx):
     scored = score_pool(exp, ctx)
-    check_scores(exp, ctx, scored)
+    check_scores(exp, ctx, scored)  # also waits for the scores
+    hooks.scored(ctx, scored)
     chosen = select(exp, ctx, scored)
-  return finish_round(state, exp, ctx, accuracy, chosen, class_accuracy=per_class)
+  elif exp.scores_last_model and len(ctx.pool_ids):  # the last model, no query
+    scored = score_pool(exp, ctx)
+  hooks.finished(ctx, scored, chosen)
+  return finish_round(state, exp, ctx, accuracy, chosen, hooks.seconds(), per_class)
 
 
 def check_scores(exp: Experiment, ctx: RoundCtx, scored: Scored) -> None:
+  """Raises NumericalError when any real pool row's score (or output) is NaN/inf."""
   if scored.num_nonfinite:
     raise NumericalError(f'{scored.num_nonfinite} of {int(ctx.num_pool)} {exp.strategy.name} '
                          'scores are NaN/inf; refusing to select (the model diverged: lower '
