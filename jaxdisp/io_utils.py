@@ -1,4 +1,4 @@
-"""Small file and command-line utilities shared by the run, the report, the oracle and the data.
+"""Small file utilities shared by the run, the report, the oracle and the data.
 
 :func:`atomic_write` is the one way jaxdisp writes a file that someone may read while it is
 being written or after a crash: a temporary file in the same folder, ``fsync``, then a rename,
@@ -7,18 +7,14 @@ so a reader sees the previous version or the new one, never a torn file.
 
 from __future__ import annotations
 
-import argparse
 import io
 import os
-import sys
 import tempfile
 from typing import Callable
 
 import numpy as np
 
 TMP_SUFFIX = '.jaxdisp-tmp'
-# Logging of these libraries is reduced to warnings (orbax, clu and tensorstore log every write).
-_NOISY = tuple(f'{os.sep}{name}{os.sep}' for name in ('orbax', 'clu', 'tensorstore'))
 
 
 def atomic_write(path: str, data: str | bytes, before_replace: Callable[[], None] | None = None
@@ -66,19 +62,6 @@ def _umask() -> int:
   mask = os.umask(0o022)
   os.umask(mask)
   return mask
-
-
-def quiet_libraries(record) -> bool:
-  """absl log filter: drops INFO chatter of orbax/clu/tensorstore (warnings still show)."""
-  return record.levelno >= 30 or not any(n in record.pathname for n in _NOISY)
-
-
-class ArgumentParser(argparse.ArgumentParser):
-  """argparse with one-line errors (``error: ...``, exit 2), like every jaxdisp tool."""
-
-  def error(self, message):
-    print(f'error: {message}', file=sys.stderr)
-    sys.exit(2)
 
 
 def csv_cell(text: str) -> str:

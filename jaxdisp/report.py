@@ -69,7 +69,8 @@ import numpy as np
 
 from jaxdisp.config_lib import flatten, result_neutral
 from jaxdisp.errors import JaxdispError, ReportError
-from jaxdisp.io_utils import ArgumentParser, atomic_write
+from jaxdisp.cli import ArgumentParser
+from jaxdisp.io_utils import atomic_write
 
 PERCENTS = (1, 5, 10)
 # score name, column in the npz, True = the highest values are the most uncertain
