@@ -141,12 +141,8 @@ TINY = {
 
 def demo_config(overrides: dict):
   """``configs/demo.py`` with dotted-key overrides applied."""
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  spec = importlib.util.spec_from_file_location('demo_config', os.path.join(REPO, 'configs',
-                                                                           'demo.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  cfg = module.get_config()
+  from jaxdisp import cli  # pylint: disable=g-import-not-at-top
+  cfg = cli.load_config(os.path.join(REPO, 'configs', 'demo.py'))
   set_keys(cfg, overrides)
   return cfg
 

@@ -79,12 +79,9 @@ PROTOCOL = dict(rounds=6, epochs=100, initial=5000, budget=2500, batch=256)
 
 def base_config(overrides: dict):
   """``configs/cifar10.py`` (the paper's protocol) with dotted-key overrides."""
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  spec = importlib.util.spec_from_file_location(
-      'cifar10_config', os.path.join(_common.REPO, 'configs', 'cifar10.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return _common.set_keys(module.get_config(), overrides)
+  from jaxdisp import cli  # pylint: disable=g-import-not-at-top
+  return _common.set_keys(cli.load_config(os.path.join(_common.REPO, 'configs', 'cifar10.py')),
+                          overrides)
 
 
 def random_dataset(num_train: int, num_test: int, num_classes: int, image_size: int):

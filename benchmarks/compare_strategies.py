@@ -13,7 +13,6 @@ accuracy per labeled count.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -32,11 +31,8 @@ QUICK = {'dataset.num_train': 600, 'dataset.num_test': 200, 'dataset.image_size'
 
 
 def load_config(path: str, overrides: dict):
-  spec = importlib.util.spec_from_file_location('bench_config', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  cfg = module.get_config()
-  from jaxdisp import config_lib  # pylint: disable=g-import-not-at-top
+  from jaxdisp import cli, config_lib  # pylint: disable=g-import-not-at-top
+  cfg = cli.load_config(path)
   flat = config_lib.flatten(cfg)
   for key, value in overrides.items():
     current = flat.get(key)
@@ -78,7 +74,7 @@ def main(argv=None):
   name = 'compare_strategies_quick' if args.quick else 'compare_strategies'
   runs_dir = os.path.join(args.out, 'runs', name)  # git-ignored: checkpoints live here
   for strategy in strategies:  # one network for every strategy (no dropout for BALD alone)
-    sweep.check_one_model(registry.get(strategy), load_config(args.config, overrides))
+    sweep.check_shared_network(registry.get(strategy), load_config(args.config, overrides))
   table = {}
   for strategy in strategies:
     for seed in seeds:

@@ -20,8 +20,6 @@ It also owns a config group, ``cfg.dispersion_margin`` (``config``: the defaults
       --config.dispersion_margin.margin_weight=0.5
 """
 
-import os
-
 import ml_collections
 
 from jaxdisp import strategies
@@ -58,11 +56,7 @@ strategies.register(strategies.Strategy(
 
 
 def get_config():
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'demo.py')
-  spec = importlib.util.spec_from_file_location('jaxdisp_demo_config', path)
-  demo = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(demo)
-  config = demo.get_config()
+  from jaxdisp import cli  # pylint: disable=g-import-not-at-top
+  config = cli.load_config_beside(__file__, 'demo.py')
   config.strategy = 'dispersion_margin'
   return config

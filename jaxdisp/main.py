@@ -13,12 +13,12 @@ experiment itself is :func:`jaxdisp.experiment.run`.
 import sys
 
 from absl import app, flags, logging
-from ml_collections import config_flags
 
+from jaxdisp import cli
 from jaxdisp.errors import JaxdispError, Preempted
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file (configs/*.py).',
-                                          lock_config=True)
+_CONFIG = flags.DEFINE_string('config', None, 'Experiment config file (configs/*.py); '
+                              '--config.KEY=VALUE sets one of its keys (jaxdisp.cli).')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output/checkpoint directory '
                                '(default: workdirs/<dataset>-<strategy>-seed<seed>).')
 _COORDINATOR = flags.DEFINE_string(
@@ -34,17 +34,11 @@ def fail(message: str, status: int = 2, prefix: str = 'error') -> None:
   sys.exit(status)
 
 
-def main(argv):
-  from jaxdisp import experiment, io_utils, parallel  # pylint: disable=g-import-not-at-top
-  logging.get_absl_handler().addFilter(io_utils.quiet_libraries)
+def main(argv, cfg):
+  from jaxdisp import experiment, parallel  # pylint: disable=g-import-not-at-top
+  logging.get_absl_handler().addFilter(cli.quiet_libraries)
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  try:
-    cfg = _CONFIG.value
-    cfg.get('seed')  # config_flags defers a load failure to the first access
-  except Exception as e:  # pylint: disable=broad-except
-    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
-    fail(f'cannot load --config: {lines[-1] if lines else type(e).__name__}')
   try:
     parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     experiment.run(cfg, _WORKDIR.value or experiment.default_workdir(cfg))
@@ -54,25 +48,30 @@ def main(argv):
     fail(str(e), e.exit_code, prefix='stopped')
 
 
-def _parse_flags(argv):
-  """absl flag parsing with one-line errors (bad --config file, unknown or ill-typed keys)."""
+def parse_flags(argv):
+  """(absl's remaining argv, the config): ``--config`` loaded by :func:`jaxdisp.cli.load_config`
+  with its ``--config.KEY=VALUE`` overrides set, every mistake one line."""
   try:
-    return flags.FLAGS(argv)
-  except Exception as e:  # pylint: disable=broad-except  (flags.Error, KeyError, IOError, ...)
-    msg = ' '.join(str(e).split()) or type(e).__name__
-    if isinstance(e, (AttributeError, KeyError)):
-      msg = f'unknown config key {msg.strip(chr(34) + chr(39))!r} (see jaxdisp/config_lib.py)'
-    elif 'as a ConfigDict' in msg:  # --config.oracle=files: a group, not a value
-      from jaxdisp import config_lib  # pylint: disable=g-import-not-at-top
-      group = msg.split('=', 1)[0].removeprefix('flag ')
-      keys = [k for k in config_lib.flatten(config_lib.base_config())
-              if k.startswith(group.removeprefix('--config.') + '.')]
-      msg = f'{group} is a group of keys: set one of them ({", ".join(keys)})'
-    fail(msg)
+    argv = flags.FLAGS.read_flags_from_files(argv, force_gnu=False)
+    cfg, rest, overrides = cli.config_from_argv(argv[1:])
+    if cfg is not None:
+      cli.apply_overrides(cfg, overrides)
+      cfg.lock()  # no new keys from here on
+    return flags.FLAGS(argv[:1] + rest), cfg
+  except JaxdispError as e:
+    fail(str(e))
+  except Exception as e:  # pylint: disable=broad-except  (flags.Error, IOError, ...)
+    fail(' '.join(str(e).split()) or type(e).__name__)
 
 
 def run():
-  app.run(main, flags_parser=_parse_flags)
+  parsed = {}
+
+  def parse(argv):
+    argv, parsed['config'] = parse_flags(argv)
+    return argv
+
+  app.run(lambda argv: main(argv, parsed['config']), flags_parser=parse)
 
 
 if __name__ == '__main__':

@@ -12,7 +12,8 @@ Two selections are more than a top-k:
   above the boundary score (the ``budget``-th highest) is taken, and the rest of the budget comes
   from the tied group at the boundary by k-center greedy on penultimate features, distances to
   the labeled set and to everything already chosen (diversity inside the tie; the authors tried
-  dispersion + k-center, Zolfaghari Bengar et al., CAIP 2021);
+  dispersion + k-center, Zolfaghari Bengar et al., CAIP 2021). Its kernel,
+  :func:`kcenter_greedy`, is also the ``coreset`` strategy's;
 * :func:`select_top_balanced` (``al.class_balance=modal``): the budget is split over the
   samples' classes as a greedy quota, after the class-balanced query of Bengar et al., WACV 2022
   (their optimisation balances expected class counts; this is the simple integer version).
@@ -79,6 +80,48 @@ def _sq_dist(points: Array, sq: Array, centers: Array) -> Array:
   return jnp.maximum(sq[:, None] + jnp.sum(centers**2, -1)[None] - 2 * points @ centers.T, 0)
 
 
+def kcenter_greedy(feats: Array, candidates: Array, centers: Array, centers_ok: Array,
+                   num_picks, size: int, chunk: int = 256) -> tuple[Array, Array]:
+  """The k-center greedy kernel: ``num_picks`` rows of ``feats``, each the candidate farthest
+  from its nearest center; (their positions, their distances when picked), ``size`` long.
+
+  The centers are the rows of ``centers`` where ``centers_ok`` holds and every row picked so
+  far; only rows where ``candidates`` holds are picked (ties of distance: the lowest position).
+  The distances to ``centers`` are one running minimum ``[n]`` built a ``chunk`` of centers at a
+  time (never an ``n x m`` matrix); each greedy step is one ``O(n F)`` distance row, in the
+  dtype of ``feats``. Without centers every candidate starts at distance inf; once the
+  candidates run out, a pick is position 0 at distance 0. ``num_picks`` may be traced; the
+  outputs past it are 0. Used by ``dispersion.tie_break=kcenter``
+  (:func:`select_top_kcenter`) and by the ``coreset`` strategy.
+  """
+  n = feats.shape[0]
+  sq = jnp.sum(feats**2, -1)
+  steps = -(-centers.shape[0] // chunk)
+  pad = steps * chunk - centers.shape[0]
+  centers, centers_ok = jnp.pad(centers, ((0, pad), (0, 0))), jnp.pad(centers_ok, (0, pad))
+
+  def min_over_chunk(best, xs):
+    pts, pts_ok = xs
+    d = jnp.where(pts_ok[None], _sq_dist(feats, sq, pts), jnp.inf)
+    return jnp.minimum(best, d.min(-1)), None
+
+  best, _ = jax.lax.scan(min_over_chunk, jnp.full((n,), jnp.inf),
+                         (centers.reshape(steps, chunk, -1), centers_ok.reshape(steps, chunk)))
+  best = jnp.where(candidates, best, -1.0)  # -1: not a candidate, or picked already
+
+  def pick(i, carry):
+    best, chosen, dists = carry
+    j = jnp.argmax(best).astype(jnp.int32)
+    d = _sq_dist(feats, sq, feats[j][None])[:, 0]
+    dist = jnp.sqrt(jnp.maximum(best[j], 0.0))
+    best = jnp.where(best >= 0, jnp.minimum(best, d), best).at[j].set(-1.0)
+    return best, chosen.at[i].set(j), dists.at[i].set(dist)
+
+  init = (best, jnp.zeros(size, jnp.int32), jnp.zeros(size, jnp.float32))
+  _, chosen, dists = jax.lax.fori_loop(0, num_picks, pick, init)
+  return chosen, dists
+
+
 @functools.partial(jax.jit, static_argnames=('budget', 'chunk'))
 def select_top_kcenter(scores: Array, num_valid: Array, pool_feats: Array, labeled_feats: Array,
                        num_labeled: Array, budget: int, chunk: int = 256):
@@ -86,12 +129,9 @@ def select_top_kcenter(scores: Array, num_valid: Array, pool_feats: Array, label
 
   Let ``s_b`` be the ``budget``-th highest score among the first ``num_valid`` rows. Every row
   scoring above ``s_b`` is taken (``m`` rows, in score order). The other ``k = budget - m`` come
-  from the rows scoring exactly ``s_b``: each step takes the one farthest (Euclidean, penultimate
-  features) from its nearest center, the centers being the first ``num_labeled`` rows of
-  ``labeled_feats``, the ``m`` rows above and the tied rows taken so far (ties of distance: the
-  lowest position). Distances to the labeled set and the rows above are one running minimum
-  ``[P]`` built a ``chunk`` of centers at a time (never a ``P x L`` matrix); each greedy step is
-  one ``O(P F)`` distance row. Returns (positions, scores), the ``m`` first.
+  from the rows scoring exactly ``s_b`` by :func:`kcenter_greedy` on the penultimate features
+  (in float32), the centers being the first ``num_labeled`` rows of ``labeled_feats`` and the
+  ``m`` rows above. Returns (positions, scores), the ``m`` first.
   """
   n = scores.shape[0]
   pos = jnp.arange(n, dtype=jnp.int32)
@@ -102,32 +142,10 @@ def select_top_kcenter(scores: Array, num_valid: Array, pool_feats: Array, label
   tied = valid & (scores == boundary)
 
   pool_feats = pool_feats.astype(jnp.float32)
-  sq = jnp.sum(pool_feats**2, -1)
   centers = jnp.concatenate([labeled_feats.astype(jnp.float32), pool_feats[top]])
   ok = jnp.concatenate([jnp.arange(labeled_feats.shape[0]) < num_labeled,
                         jnp.arange(budget) < above])
-  steps = -(-centers.shape[0] // chunk)
-  pad = steps * chunk - centers.shape[0]
-  centers, ok = jnp.pad(centers, ((0, pad), (0, 0))), jnp.pad(ok, (0, pad))
-
-  def min_over_chunk(best, xs):
-    pts, pts_ok = xs
-    d = jnp.where(pts_ok[None], _sq_dist(pool_feats, sq, pts), jnp.inf)
-    return jnp.minimum(best, d.min(-1)), None
-
-  best, _ = jax.lax.scan(min_over_chunk, jnp.full((n,), jnp.inf),
-                         (centers.reshape(steps, chunk, -1), ok.reshape(steps, chunk)))
-  best = jnp.where(tied, best, -1.0)  # candidates: the tied group only
-
-  def pick(i, carry):
-    best, chosen = carry
-    j = jnp.argmax(best).astype(jnp.int32)
-    d = _sq_dist(pool_feats, sq, pool_feats[j][None])[:, 0]
-    best = jnp.where(best >= 0, jnp.minimum(best, d), best).at[j].set(-1.0)
-    return best, chosen.at[i].set(j)
-
-  _, picks = jax.lax.fori_loop(0, budget - above, pick,
-                               (best, jnp.zeros(budget, jnp.int32)))
+  picks, _ = kcenter_greedy(pool_feats, tied, centers, ok, budget - above, budget, chunk)
   i = jnp.arange(budget)
   positions = jnp.where(i < above, top, picks[jnp.maximum(i - above, 0)])
   return positions, scores[positions].astype(jnp.float32)

@@ -19,9 +19,9 @@ asking for ``--config.model.dropout`` (which then applies to every strategy) rat
 dropout layer the others lack; ``--config.model.dropout_layers=network`` makes it Monte-Carlo
 dropout through the whole network.
 
-Overrides: ``--set key=value`` or ``--config.key=value`` (repeatable, the same keys as
-``jaxdisp.main``; values are parsed as the type of the key: ``True/False``, ints, floats, tuples
-like ``(0.6,0.8)``, strings as given). ``strategy`` and ``seed`` come from ``--strategies`` /
+Overrides: ``--set key=value`` or ``--config.key=value`` (repeatable; the same keys and the same
+parser as ``jaxdisp.main``, :func:`jaxdisp.cli.parse_value`: each value is read as the type of
+its key; the ``--set`` ones first). ``strategy`` and ``seed`` come from ``--strategies`` /
 ``--seeds``. Every config is validated before the first run starts. A bad input prints one
 ``error: ...`` line and exits with status 2 (the first failing run stops the sweep); SIGTERM /
 Ctrl-C stop like ``jaxdisp.main`` (checkpoint saved, exit 128 + signal).
@@ -29,20 +29,19 @@ Ctrl-C stop like ``jaxdisp.main`` (checkpoint saved, exit 128 + signal).
 
 from __future__ import annotations
 
-import ast
-import importlib.util
+import copy
 import json
 import os
 import sys
 import time
 
+from jaxdisp import cli
 from jaxdisp.errors import ConfigError, JaxdispError, Preempted
-from jaxdisp.io_utils import ArgumentParser, quiet_libraries
 
 
-def _parser() -> ArgumentParser:
-  p = ArgumentParser(prog='python -m jaxdisp.sweep', description=__doc__.splitlines()[0],
-              allow_abbrev=False)
+def _parser() -> cli.ArgumentParser:
+  p = cli.ArgumentParser(prog='python -m jaxdisp.sweep', description=__doc__.splitlines()[0],
+                         allow_abbrev=False)
   p.add_argument('--config', required=True, help='experiment config file (configs/*.py)')
   p.add_argument('--strategies', default='dispersion,random,entropy',
                  help='comma-separated strategies (default: %(default)s)')
@@ -56,8 +55,10 @@ def _parser() -> ArgumentParser:
 
 
 def parse_args(argv):
-  """(args, overrides as [(key, raw value)]) with ``--config.key=value`` folded into overrides."""
+  """(args, the loaded config, overrides as ``[(key, raw value)]``: ``--set`` ones first, then
+  ``--config.key=value`` ones). Usage errors exit 2; a config that does not load raises."""
   p = _parser()
+  cfg, argv, config_overrides = cli.config_from_argv(argv)
   args, rest = p.parse_known_args(argv)
   overrides = []
   for item in args.set:
@@ -65,13 +66,10 @@ def parse_args(argv):
     if not eq or not key:
       p.error(f'--set {item!r}: expected KEY=VALUE')
     overrides.append((key.strip(), value))
-  for item in rest:
-    key, eq, value = item.partition('=')
-    if not key.startswith('--config.') or not eq:
-      p.error(f'unrecognized argument {item!r} (overrides are --set KEY=VALUE or '
-              '--config.KEY=VALUE)')
-    overrides.append((key[len('--config.'):], value))
-  return args, overrides
+  if rest:
+    p.error(f'unrecognized argument {rest[0]!r} (overrides are --set KEY=VALUE or '
+            '--config.KEY=VALUE)')
+  return args, cfg, overrides + config_overrides
 
 
 def _split(text: str, what: str, cast=str) -> list:
@@ -87,73 +85,15 @@ def _split(text: str, what: str, cast=str) -> list:
   return items
 
 
-def load_config_module(path: str):
-  """The config file's ``get_config`` (a fresh ConfigDict per call)."""
-  if not os.path.isfile(path):
-    raise ConfigError(f'cannot load --config: {path} is not a file')
-  try:
-    spec = importlib.util.spec_from_file_location('jaxdisp_sweep_config', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    get_config = module.get_config
-  except Exception as e:  # pylint: disable=broad-except  (syntax errors, missing get_config, ...)
-    raise ConfigError(f'cannot load --config {path}: {type(e).__name__}: {e}') from None
-  return get_config
-
-
-def _parse_value(key: str, raw: str, current):
-  """``raw`` as the type of the config value ``current`` (like ml_collections' config flags)."""
-  def bad(why=''):
-    return ConfigError(f'--config.{key}={raw}: expected {type(current).__name__}{why}')
-  if isinstance(current, bool):
-    low = raw.strip().lower()
-    if low in ('true', '1', 'yes'):
-      return True
-    if low in ('false', '0', 'no'):
-      return False
-    raise bad()
-  if isinstance(current, int):
-    try:
-      return int(raw)
-    except ValueError:
-      raise bad() from None
-  if isinstance(current, float):
-    try:
-      return float(raw)
-    except ValueError:
-      raise bad() from None
-  if isinstance(current, (tuple, list)):
-    try:
-      value = ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
-      raise bad(', e.g. (0.6,0.8)') from None
-    if not isinstance(value, (tuple, list)):
-      value = (value,)
-    return tuple(value)
-  if isinstance(current, str):
-    return raw
-  try:
-    return ast.literal_eval(raw)
-  except (ValueError, SyntaxError):
-    return raw
-
-
-def apply_overrides(cfg, overrides) -> None:
-  """Sets ``key=raw`` pairs on ``cfg`` (dotted keys), each parsed as its key's type."""
-  from jaxdisp import config_lib  # pylint: disable=g-import-not-at-top
-  for key, raw in overrides:
-    current = config_lib.flatten(cfg).get(key)
-    if current is None:
-      config_lib.set_key(cfg, key, None)  # raises the one-line unknown-key / group error
-    config_lib.set_key(cfg, key, _parse_value(key, raw, current))
-
-
 def run_name(strategy: str, seed: int) -> str:
   return f'{strategy}-seed{seed}'
 
 
 def plan(get_config, strategies, seeds, overrides):
-  """[(strategy, seed, config)] in run order (seed-major); every config validated."""
+  """[(strategy, seed, config)] in run order (seed-major); every config validated.
+
+  ``get_config()`` gives a fresh config per run; ``overrides`` are ``[(key, raw value)]``.
+  """
   from jaxdisp import config_lib, strategies as registry  # pylint: disable=g-import-not-at-top
   for key, _ in overrides:
     if key in ('strategy', 'seed'):
@@ -163,10 +103,10 @@ def plan(get_config, strategies, seeds, overrides):
   for seed in seeds:
     for strategy in strategies:
       cfg = get_config()
-      apply_overrides(cfg, overrides)
+      cli.apply_overrides(cfg, overrides)
       cfg.strategy, cfg.seed = strategy, seed
       try:
-        check_one_model(registry.get(strategy), cfg)
+        check_shared_network(registry.get(strategy), cfg)
       except ConfigError as e:
         raise ConfigError(f'--strategies: {e}') from None
       if cfg.oracle.kind != 'simulated':
@@ -181,7 +121,7 @@ def plan(get_config, strategies, seeds, overrides):
   return runs
 
 
-def check_one_model(strategy, cfg) -> None:
+def check_shared_network(strategy, cfg) -> None:
   """Refuses a strategy that needs Monte-Carlo dropout in a config without dropout: the sweep
   will not give it a network the other strategies of the comparison do not get."""
   if strategy.needs_dropout and cfg.model.dropout <= 0:
@@ -211,8 +151,8 @@ def _setup_logging() -> None:
   logging.use_absl_handler()
   logging.set_verbosity(logging.INFO)
   logger = logging.get_absl_logger()
-  if quiet_libraries not in logger.filters:
-    logger.addFilter(quiet_libraries)
+  if cli.quiet_libraries not in logger.filters:
+    logger.addFilter(cli.quiet_libraries)
 
 
 def sweep(get_config, strategies, seeds, workdir: str, overrides=(),
@@ -255,13 +195,13 @@ def sweep(get_config, strategies, seeds, workdir: str, overrides=(),
 
 
 def main(argv=None) -> int:
-  args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
   try:
+    args, cfg, overrides = parse_args(sys.argv[1:] if argv is None else argv)
     strategies = _split(args.strategies, 'strategies')
     seeds = _split(args.seeds, 'seeds', int)
-    get_config = load_config_module(args.config)
     _setup_logging()
-    sweep(get_config, strategies, seeds, args.workdir, overrides, report=not args.no_report)
+    sweep(lambda: copy.deepcopy(cfg), strategies, seeds, args.workdir, overrides,
+          report=not args.no_report)
   except JaxdispError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2

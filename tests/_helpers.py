@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 from jaxdisp import config_lib
+from jaxdisp.cli import load_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -19,12 +20,8 @@ TINY = {
 
 
 def tiny_config(**overrides):
-  sys.path.insert(0, os.path.join(REPO, 'configs'))
-  try:
-    import demo  # pylint: disable=g-import-not-at-top
-  finally:
-    sys.path.pop(0)
-  cfg = demo.get_config()
+  """``configs/demo.py`` shrunk by TINY, then ``overrides`` (dotted keys, Python values)."""
+  cfg = load_config(os.path.join(REPO, 'configs', 'demo.py'))
   for key, value in {**TINY, **overrides}.items():
     config_lib.set_key(cfg, key, value)
   return cfg

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from jaxdisp import config_lib, data
+from jaxdisp.data import folder
 from jaxdisp.errors import DataError
 
 
@@ -66,7 +67,7 @@ def test_image_folder_reads_the_standard_layout_and_caches_by_fingerprint(tmp_pa
   # A second load reads the cache and decodes nothing.
   def no_decode(path):
     raise AssertionError(f'decoded {path} despite the cache')
-  monkeypatch.setattr(data, '_decode', no_decode)
+  monkeypatch.setattr(folder, '_decode', no_decode)
   again = data.image_folder(str(tmp_path / 'ds'), cache_dir=str(cache))
   np.testing.assert_array_equal(again.train_images, ds.train_images)
   monkeypatch.undo()
@@ -82,8 +83,8 @@ def test_lazy_folder_decodes_only_the_rows_read_and_a_cache_is_memory_mapped(tmp
                                                                               monkeypatch):
   expected = write_folder(tmp_path / 'ds')
   decoded = []
-  real = data._decode
-  monkeypatch.setattr(data, '_decode', lambda path: decoded.append(path) or real(path))
+  real = folder._decode
+  monkeypatch.setattr(folder, '_decode', lambda path: decoded.append(path) or real(path))
   ds = data.image_folder(str(tmp_path / 'ds'), cache_dir=str(tmp_path / 'cache'), lazy=True)
   assert isinstance(ds.train_images, data.FolderRows) and ds.train_images.shape == (12, 8, 8, 3)
   assert not os.path.exists(tmp_path / 'cache')  # nothing decoded in full, nothing cached
@@ -229,8 +230,8 @@ def test_long_tailed_split_is_deterministic_for_the_seed_and_keeps_the_test_spli
 def test_long_tailed_folder_stays_lazy(tmp_path, monkeypatch):
   expected = write_folder(tmp_path / 'ds')  # 3 classes x 4 training images
   decoded = []
-  real = data._decode
-  monkeypatch.setattr(data, '_decode', lambda path: decoded.append(path) or real(path))
+  real = folder._decode
+  monkeypatch.setattr(folder, '_decode', lambda path: decoded.append(path) or real(path))
   ds = data.image_folder(str(tmp_path / 'ds'), cache_dir=str(tmp_path / 'cache'), lazy=True)
   decoded.clear()
   lt = data.long_tailed(ds, 4.0, seed=0)  # 4, 2, 1 images

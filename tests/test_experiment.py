@@ -99,8 +99,8 @@ def test_same_seed_selects_the_same_ids_and_another_seed_does_not(tmp_path):
     ('--config.strategy=bogus', "strategy='bogus' is not one of"),
     ('--config.dataset.source=folder', 'is not a folder'),
     ('--config.dataset.source=tfds', 'not prepared'),
-    ('--config.train.nosuchkey=1', "unknown config key 'nosuchkey'"),
-    ('--config.train.epochs=abc', 'invalid literal'),
+    ('--config.train.nosuchkey=1', "unknown config key 'train.nosuchkey'"),
+    ('--config.train.epochs=abc', '--config.train.epochs=abc: expected int'),
     ('--config.oracle=files', 'oracle is a group of keys: set one of them (oracle.kind, '),
     ('--config.checkpoint.dir=/dev/null/ck', 'cannot use the checkpoint folder /dev/null/ck'),
     ('--config.dispersion.record_every=5 --config.train.epochs=2',  # issue 17: 1 recorded epoch

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from jaxdisp import report, sweep
+from jaxdisp import cli, report, sweep
 from jaxdisp.files import TMP_SUFFIX
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -700,7 +700,7 @@ def test_report_cli_errors_are_one_line(tmp_path, capsys):
 # ----------------------------------------------------------------------------- sweep
 
 def test_sweep_plan_overrides_and_one_model_for_every_strategy():
-  get_config = sweep.load_config_module(os.path.join(REPO, 'configs', 'demo.py'))
+  get_config = lambda: cli.load_config(os.path.join(REPO, 'configs', 'demo.py'))
   runs = sweep.plan(get_config, ['bald', 'random', 'badge'], [0, 1],
                     [('train.epochs', '3'), ('train.lr_milestones', '(0.5,)'),
                      ('train.augment', 'False'), ('dataset.name', 'x'), ('model.dropout', '0.3'),

@@ -61,6 +61,48 @@ def test_kcenter_greedy_matches_numpy_and_ignores_padding():
   assert np.all(np.diff(np.asarray(dists)) <= 1e-5)  # farthest-first: non-increasing
 
 
+def numpy_kcenter_among(feats, candidates, centers, picks):
+  """Plain k-center greedy in float64: ``picks`` of the ``candidates`` positions, each the one
+  farthest from its nearest center (``centers`` and the picks so far); ties: lowest position."""
+  feats, centers = feats.astype(np.float64), centers.astype(np.float64)
+  d = {i: min([((feats[i] - c) ** 2).sum() for c in centers], default=np.inf) for i in candidates}
+  chosen = []
+  for _ in range(picks):
+    j = max((i for i in candidates if i not in chosen), key=lambda i: (d[i], -i))
+    chosen.append(j)
+    d = {i: min(d[i], ((feats[i] - feats[j]) ** 2).sum()) for i in candidates}
+  return chosen
+
+
+def test_coreset_and_kcenter_tie_break_share_one_kcenter_greedy():
+  """Both uses of the one kernel against one NumPy k-center greedy: coreset over the pool from
+  the labeled set; tie_break=kcenter over the tied rows from the labeled set and the rows above.
+  With every score tied, the two select the same ids."""
+  rng = np.random.default_rng(7)
+  n, valid, budget = 120, 111, 15
+  feats = rng.normal(size=(n, 6)).astype(np.float32)
+  labeled = rng.normal(size=(40, 6)).astype(np.float32)
+  for num_labeled in (0, 33):
+    expected = numpy_kcenter_among(feats, range(valid), labeled[:num_labeled], budget)
+    chosen, _ = kcenter_greedy(feats, jnp.int32(valid), labeled, jnp.int32(num_labeled), budget,
+                               chunk=16)
+    tied = np.full(n, 0.5, np.float32)
+    pos, _ = selection.select_top_kcenter(tied, jnp.int32(valid), feats, labeled,
+                                          jnp.int32(num_labeled), budget, chunk=16)
+    assert np.asarray(chosen).tolist() == np.asarray(pos).tolist() == expected
+    scores = rng.integers(0, 12, n).astype(np.float32) / 11  # some rows above, a tie to split
+    order = sorted(range(valid), key=lambda i: (-scores[i], i))
+    boundary = scores[order[budget - 1]]
+    above = [i for i in order if scores[i] > boundary]
+    tied_rows = [i for i in range(valid) if scores[i] == boundary]
+    assert above and len(tied_rows) > budget - len(above)
+    centers = np.concatenate([labeled[:num_labeled], feats[above]])
+    pos, _ = selection.select_top_kcenter(scores, jnp.int32(valid), feats, labeled,
+                                          jnp.int32(num_labeled), budget, chunk=16)
+    assert np.asarray(pos).tolist() == above + numpy_kcenter_among(
+        feats, tied_rows, centers, budget - len(above))
+
+
 def test_nonfinite_rows_are_counted_and_padding_is_ignored():
   scores = jnp.array([0.1, jnp.nan, 0.3, jnp.inf])
   feats = jnp.array([[0.0, 1.0], [1.0, 2.0], [jnp.nan, 0.0], [0.0, 0.0]])

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import sys
 
-from jaxdisp import files, io_utils, locking, preemption
+from jaxdisp import cli, files, locking, preemption
 from jaxdisp.errors import JaxdispError, LabelError
 from jaxdisp.oracle import answers, ledger
 from jaxdisp.oracle.queries import csv_cell
@@ -49,7 +49,7 @@ def export_labels(workdir: str, out: str) -> int:
 
 
 def main(argv=None) -> int:
-  p = io_utils.ArgumentParser(prog='python -m jaxdisp.label', description=__doc__.splitlines()[0])
+  p = cli.ArgumentParser(prog='python -m jaxdisp.label', description=__doc__.splitlines()[0])
   sub = p.add_subparsers(dest='command', required=True)
   imp = sub.add_parser('import', help='validate an answers CSV and append it to the ledger')
   imp.add_argument('--workdir', required=True)

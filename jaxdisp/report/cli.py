@@ -13,7 +13,7 @@ import sys
 
 from jaxdisp.errors import JaxdispError
 from jaxdisp.files import atomic_write, remove_stale_temporaries
-from jaxdisp.io_utils import ArgumentParser
+from jaxdisp.cli import ArgumentParser
 from jaxdisp.report.plots import plot_dispersion_hist, plot_learning_curves
 from jaxdisp.report.sections import build
 
