@@ -95,8 +95,7 @@ def _run_locked(cfg, workdir: str) -> al_loop.ALState:
         if state is None:
           return runner.last_state
   finally:
-    ckpt.wait()
-    ckpt.close()
+    ckpt.finish()
   print(outputs.summary(state))
   return state
 
