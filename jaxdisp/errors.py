@@ -41,6 +41,10 @@ class LockHeld(JaxdispError):
   """The workdir or ledger is locked by another live process."""
 
 
+class StrategyError(JaxdispError):
+  """A strategy (a user's, typically) that breaks the contract of ``score`` or ``select``."""
+
+
 class StorageError(JaxdispError):
   """A write the disk refused (full, a file-size limit, read-only, a path it cannot encode)."""
 
