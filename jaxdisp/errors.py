@@ -41,10 +41,21 @@ class LockHeld(JaxdispError):
   """The workdir or ledger is locked by another live process."""
 
 
-class Preempted(Exception):
-  """Raised at a safe point after a stop signal; carries the exit status."""
+class StrategyError(JaxdispError):
+  """A strategy (a user's, typically) that breaks the contract of ``score`` or ``select``."""
 
-  def __init__(self, signum: int, where: str):
+
+class StorageError(JaxdispError):
+  """A write the disk refused (full, a file-size limit, read-only, a path it cannot encode)."""
+
+
+class Preempted(Exception):
+  """Raised at a safe point after a stop signal; carries the exit status. ``saved``: whether
+  the work so far is in a checkpoint (else the rerun recomputes it from the last one)."""
+
+  def __init__(self, signum: int, where: str, saved: bool = True):
     self.exit_code = 128 + signum
-    super().__init__(f'stopped by {signal.Signals(signum).name} {where}; checkpoint saved, '
+    what = ('checkpoint saved' if saved else
+            'nothing of it is checkpointed: the rerun computes it again from the last checkpoint')
+    super().__init__(f'stopped by {signal.Signals(signum).name} {where}; {what}; '
                      'rerun the same command to resume')

@@ -97,8 +97,7 @@ def _run_locked(cfg, workdir: str) -> ALState:
         if state is None:
           return runner.last_state
   finally:
-    ckpt.wait()
-    ckpt.close()
+    ckpt.finish()
   print(outputs.summary(state))
   return state
 
