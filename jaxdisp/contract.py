@@ -17,7 +17,8 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from jaxdisp.errors import JaxdispError, StrategyError
+from jaxdisp import parallel
+from jaxdisp.errors import JaxdispError, Preempted, StrategyError
 
 
 def _what(x) -> str:
@@ -25,10 +26,10 @@ def _what(x) -> str:
 
 
 def call(name: str, fn: Callable, kind: str, *args) -> Any:
-  """``fn(*args)``; an exception other than jaxdisp's own becomes one line naming it."""
+  """``fn(*args)``; an exception other than jaxdisp's own (and a stop) becomes one line."""
   try:
     return fn(*args)
-  except JaxdispError:
+  except (JaxdispError, Preempted):
     raise
   except Exception as e:  # pylint: disable=broad-except  (a user's function: any failure)
     first = (str(e).strip().splitlines() or [''])[0][:300]
@@ -51,9 +52,14 @@ def check_scores(name: str, scores, capacity: int) -> None:
                         f'array); it returned {_what(scores)}')
 
 
-def check_selection(name: str, positions, scores, budget: int, num_pool: int
+def check_selection(name: str, result, budget: int, num_pool: int
                     ) -> tuple[np.ndarray, np.ndarray]:
-  """A ``select`` result as host arrays (int64 positions, float32 scores), or one line."""
+  """A ``select`` result ``(positions, scores)`` as host arrays (int64 positions, float32
+  scores), or one line. Sharded device arrays are gathered with ``parallel.to_host``."""
+  if not (isinstance(result, tuple) and len(result) == 2):
+    raise StrategyError(f'strategy={name}: select must return a pair (positions, scores); it '
+                        f'returned a {type(result).__name__}')
+  positions, scores = (parallel.to_host(v) if isinstance(v, jax.Array) else v for v in result)
   where = f'strategy={name}: select must return (positions, scores) with exactly {budget} ' \
           f'distinct integer positions in [0, {num_pool})'
   for value, what in ((positions, 'positions'), (scores, 'scores')):

@@ -28,7 +28,7 @@ import ml_collections
 import numpy as np
 
 from jaxdisp import dispersion as disp, input_pipeline, oracle, parallel, selection, strategies
-from jaxdisp import train
+from jaxdisp import contract, train
 from jaxdisp.al_state import ALState, initial_state, is_finished
 from jaxdisp.data import Dataset
 from jaxdisp.errors import NumericalError
@@ -234,7 +234,10 @@ def score_pool(exp: Experiment, ctx: RoundCtx) -> Scored:
                              ctx.num_pool, labeled_outputs, ctx.num_labeled, k_score,
                              stats=ctx.stats, data=exp.data, setup=exp.setup, pool=ctx.pool,
                              labeled=ctx.labeled)
-  scores = s.score(view) if s.score is not None else None
+  scores = None
+  if s.score is not None:  # the contract is checked here, once (jaxdisp.contract)
+    scores = contract.call(s.name, s.score, 'score', view)
+    contract.check_scores(s.name, scores, ctx.pool.shape[0])
   checked = [scores] if scores is not None else [outputs[o] for o in s.outputs]
   bad = int(selection.count_nonfinite_rows(checked, ctx.num_pool)) if checked else 0
   return Scored(view, scores, bad)
@@ -247,8 +250,11 @@ def select(exp: Experiment, ctx: RoundCtx, scored: Scored) -> selection.Selectio
   budget = min(exp.cfg.al.budget, int(ctx.num_pool))
   view = scored.view
   if scored.scores is None:
-    positions, scores = exp.strategy.select(view, budget)
-  elif exp.tie_rule == 'kcenter':  # (config validation refuses kcenter with class balance)
+    name = exp.strategy.name
+    result = contract.call(name, exp.strategy.select, 'select', view, budget)
+    return selection.Selection(*contract.check_selection(name, result, budget,
+                                                         int(ctx.num_pool)))
+  if exp.tie_rule == 'kcenter':  # (config validation refuses kcenter with class balance)
     positions, scores = selection.select_top_kcenter(
         scored.scores, ctx.num_pool, view.outputs['features'],
         view.labeled_outputs['features'], ctx.num_labeled, budget)

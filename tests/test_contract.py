@@ -39,7 +39,7 @@ def test_a_score_of_the_right_kind_passes(scores):
 ])
 def test_a_broken_selection_is_one_line(positions, rule):
   with pytest.raises(StrategyError) as e:
-    contract.check_selection('mine', positions, np.zeros(20), budget=20, num_pool=100)
+    contract.check_selection('mine', (positions, np.zeros(20)), budget=20, num_pool=100)
   msg = str(e.value)
   assert msg.startswith('strategy=mine: select must return (positions, scores) with exactly 20 '
                         'distinct integer positions in [0, 100)'), msg
@@ -47,11 +47,13 @@ def test_a_broken_selection_is_one_line(positions, rule):
 
 
 def test_a_valid_selection_comes_back_as_host_arrays():
-  pos, sc = contract.check_selection('mine', jnp.arange(99, 79, -1), jnp.ones(20), 20, 100)
+  pos, sc = contract.check_selection('mine', (jnp.arange(99, 79, -1), jnp.ones(20)), 20, 100)
   assert pos.dtype == np.int64 and sc.dtype == np.float32
   np.testing.assert_array_equal(pos, np.arange(99, 79, -1))
   with pytest.raises(StrategyError, match='20 real scores'):
-    contract.check_selection('mine', np.arange(20), np.ones(19), 20, 100)
+    contract.check_selection('mine', (np.arange(20), np.ones(19)), 20, 100)
+  with pytest.raises(StrategyError, match='must return a pair'):
+    contract.check_selection('mine', np.arange(20), 20, 100)
 
 
 def test_a_function_that_raises_is_named_and_jaxdisp_errors_pass_through():
@@ -66,3 +68,38 @@ def test_a_function_that_raises_is_named_and_jaxdisp_errors_pass_through():
   with pytest.raises(NumericalError):
     contract.call('mine', diverged, 'score', None)
   assert issubclass(StrategyError, JaxdispError)  # the CLI prints it as one line, exit 2
+
+
+_BROKEN = '''
+import importlib.util
+import jax.numpy as jnp
+from jaxdisp import strategies
+
+strategies.register(strategies.Strategy(name='broken', summary='breaks the contract', {what}))
+
+def get_config():
+  spec = importlib.util.spec_from_file_location('demo_for_broken', {demo!r})
+  demo = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(demo)
+  config = demo.get_config()
+  config.strategy = 'broken'
+  return config
+'''
+
+
+@pytest.mark.parametrize('what, message', [
+    ("select=lambda view, budget: (jnp.full(budget, 3), jnp.zeros(budget))",
+     'position 3 is returned 50 times (1 distinct)'),
+    ("outputs=('probs',), score=lambda view: view.outputs['probs'][:7, 0]",
+     'it returned shape (7,), dtype float32'),
+])
+def test_a_strategy_that_breaks_the_contract_stops_the_run_with_one_line(what, message, tmp_path):
+  import os  # pylint: disable=g-import-not-at-top
+  from _helpers import REPO, cli  # pylint: disable=g-import-not-at-top
+  config = tmp_path / 'broken.py'
+  config.write_text(_BROKEN.format(what=what, demo=os.path.join(REPO, 'configs', 'demo.py')))
+  proc = cli(tmp_path / 'run', '--config.al.rounds=1', check=False, config=str(config))
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith('error: strategy=broken: ') and message in last, last
+  assert 'Traceback' not in proc.stderr

@@ -132,3 +132,36 @@ def test_a_second_ctrl_c_exits_at_once_without_a_traceback(tmp_path):
   assert waited < 10, waited
   assert 'Traceback' not in text and 'KeyboardInterrupt' not in text, text[-3000:]
   assert text.strip().splitlines()[-1].startswith('stopped: second Ctrl-C: exiting at once')
+
+
+def test_sigterm_during_vaals_training_is_honoured_between_iterations(tmp_path):
+  """VAAL trains its VAE and discriminator at scoring time, with no checkpoint of its own: a
+  stop there ends the run at the next iteration (not after the round, not by the watchdog)."""
+  args = [sys.executable, '-m', 'jaxdisp.main', '--config', os.path.join(REPO, 'configs/demo.py'),
+          '--workdir', str(tmp_path / 'run')] + [f'--config.{k}={v}' for k, v in TINY.items()]
+  args += ['--config.strategy=vaal', '--config.vaal.width=4', '--config.vaal.batch_size=16',
+           '--config.vaal.epochs=500', '--config.log.progress_seconds=1']  # ~19,000 iterations
+  proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, env={**os.environ, 'JAXDISP_STOP_GRACE_SECONDS': '60'})
+  log, training = [], threading.Event()
+
+  def read():
+    for line in proc.stderr:
+      log.append(line)
+      if "VAAL's VAE + discriminator training: step" in line:
+        training.set()
+  reader = threading.Thread(target=read, daemon=True)
+  reader.start()
+  assert training.wait(300), ''.join(log)[-3000:]  # a progress line of the auxiliary training
+  start = time.monotonic()
+  proc.send_signal(signal.SIGTERM)
+  code = proc.wait(60)
+  waited = time.monotonic() - start
+  reader.join(10)
+  text = ''.join(log)
+  assert code == 128 + signal.SIGTERM, text[-3000:]
+  assert waited < 30, waited
+  last = text.strip().splitlines()[-1]
+  assert last.startswith("stopped: stopped by SIGTERM during VAAL's VAE + discriminator "
+                         'training (step '), last
+  assert 'nothing of it is checkpointed' in last and 'Traceback' not in text

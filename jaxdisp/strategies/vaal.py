@@ -58,8 +58,10 @@ Adapted for jaxdisp:
   non-finite scores.
 * Not reproduced: model selection on a validation split carved from the training data (the
   5,000 validation labels fall outside the budget in the authors' code).
-* A stop signal (SIGTERM) during the VAAL step is honoured once the round is done and
-  checkpointed, as for any scoring step (on TPU/GPU its iterations are one compiled call).
+* A stop signal (SIGTERM, Ctrl-C) during the VAAL step is honoured between iterations (on
+  TPU/GPU: between compiled chunks of ``DEVICE_CHUNK``); nothing of it is checkpointed, the rerun
+  trains it again from the round's last training checkpoint. Progress lines every
+  ``log.progress_seconds``.
 """
 
 from __future__ import annotations
@@ -227,11 +229,12 @@ def iteration(vs: VaalSetup, i: Array, st: VaalState, data, labeled: Array, num_
 
 
 def train_loop(vs: VaalSetup, st: VaalState, data, labeled: Array, num_labeled: Array,
-               pool: Array, num_pool: Array, key: Array, num_iterations: Array) -> VaalState:
-  """Every iteration in one compiled loop (TPU/GPU; ``train.loop.on_device``); the trip count
-  is traced."""
-  return train.loop.on_device(functools.partial(iteration, vs), num_iterations, st, data,
-                              labeled, num_labeled, pool, num_pool, key)
+               pool: Array, num_pool: Array, key: Array, start: Array, stop: Array
+               ) -> VaalState:
+  """Iterations ``start <= i < stop`` in one compiled loop (TPU/GPU; ``train.loop.on_device``);
+  the bounds are traced, so every chunk of :data:`DEVICE_CHUNK` reuses one compile."""
+  return train.loop.on_device(functools.partial(iteration, vs), stop, st, data, labeled,
+                              num_labeled, pool, num_pool, key, start=start)
 
 
 def pool_scores(vs: VaalSetup, st: VaalState, data, pool: Array, num_pool: Array) -> Array:
@@ -266,9 +269,20 @@ def compiled(vs: VaalSetup) -> Compiled:
       scores=jax.jit(functools.partial(pool_scores, vs)))
 
 
+# Iterations per compiled call on TPU/GPU: between calls a stop is honoured and progress shown.
+DEVICE_CHUNK = 256
+
+
+def _losses(st: VaalState) -> str:
+  vae_loss, d_loss = (float(v) for v in st.last_losses)
+  return f'VAE loss {vae_loss:.4g}  D loss {d_loss:.4g}'
+
+
 def train_vaal(vs: VaalSetup, data, labeled: Array, num_labeled, pool: Array, num_pool,
-               key: Array) -> tuple[VaalState, int]:
-  """A fresh VAE and D trained on the labeled set and the pool: (state, iterations run)."""
+               key: Array, progress_seconds: float = 30.0) -> tuple[VaalState, int]:
+  """A fresh VAE and D trained on the labeled set and the pool: (state, iterations run). A stop
+  signal is honoured between iterations (chunks of them on TPU/GPU), progress is logged every
+  ``progress_seconds``."""
   if vs.batch_size % vs.task.mesh.size:
     raise ConfigError(f'vaal.batch_size={vs.batch_size} must be a multiple of the '
                       f'{vs.task.mesh.size} devices')
@@ -277,11 +291,14 @@ def train_vaal(vs: VaalSetup, data, labeled: Array, num_labeled, pool: Array, nu
   st = c.init(k_init)
   n = vs.iterations(int(num_labeled), int(num_pool))
   nl, npool = jnp.int32(num_labeled), jnp.int32(num_pool)
+  beat = train.loop.Heartbeat("VAAL's VAE + discriminator training", n, progress_seconds,
+                              describe=_losses)
   if vs.task.step_loop == 'device':
-    st = c.loop(st, data, labeled, nl, pool, npool, k_train, jnp.int32(n))
+    run = lambda s, a, b: c.loop(s, data, labeled, nl, pool, npool, k_train, a, b)
+    st = train.loop.in_chunks(run, n, st, DEVICE_CHUNK, beat)
   else:  # XLA:CPU: one call per iteration (see train.loop)
     st = train.loop.on_host(c.iteration, n, st, data, labeled, nl, pool, npool, k_train,
-                            mesh=vs.task.mesh)
+                            mesh=vs.task.mesh, after=beat)
   return st, n
 
 
@@ -289,7 +306,7 @@ def score(view: base.PoolView) -> Array:
   """Trains a fresh VAE and D on the round's labeled set and pool, then scores ``-D(mu)``."""
   vs = VaalSetup.from_config(view.cfg, view.setup)
   st, n = train_vaal(vs, view.data, view.labeled, view.num_labeled, view.pool, view.num_pool,
-                     jax.random.fold_in(view.key, 0x7AA1))
+                     jax.random.fold_in(view.key, 0x7AA1), view.cfg.log.progress_seconds)
   bad = int(st.first_bad)
   if bad >= 0:
     raise NumericalError(f'strategy=vaal: the VAE/discriminator loss is NaN/inf at iteration '

@@ -16,18 +16,24 @@ the host. The task model's epochs (single model and members) and VAAL's training
 from __future__ import annotations
 
 import functools
+import math
+import time
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
+from absl import logging
 from jax.sharding import Mesh
+
+from jaxdisp import preemption
 
 Array = jax.Array
 
 
-def on_device(step: Callable, num_steps: Array, carry, *consts):
-  """``step(i, carry, *consts)`` for ``i < num_steps`` in one ``fori_loop`` (inside jit)."""
-  return jax.lax.fori_loop(0, num_steps, lambda i, c: step(i, c, *consts), carry)
+def on_device(step: Callable, num_steps: Array, carry, *consts, start: Array | int = 0):
+  """``step(i, carry, *consts)`` for ``start <= i < num_steps`` in one ``fori_loop`` (inside
+  jit)."""
+  return jax.lax.fori_loop(start, num_steps, lambda i, c: step(i, c, *consts), carry)
 
 
 def jit_step(step: Callable) -> Callable:
@@ -42,14 +48,54 @@ def waits_for_each_step(mesh: Mesh) -> bool:
   return mesh.devices.flat[0].platform == 'cpu' and mesh.size > 1
 
 
-def on_host(step: Callable, num_steps: int, carry, *consts, mesh: Mesh):
-  """``step`` (a :func:`jit_step`) for ``i < num_steps``, one compiled call each."""
+def on_host(step: Callable, num_steps: int, carry, *consts, mesh: Mesh,
+            after: Callable[[int, object], None] | None = None):
+  """``step`` (a :func:`jit_step`) for ``i < num_steps``, one compiled call each; ``after(i +
+  1, carry)`` once each is dispatched (a :class:`Heartbeat`)."""
   one_at_a_time = waits_for_each_step(mesh)
   for i in range(num_steps):
     carry = step(jnp.int32(i), carry, *consts)
     if one_at_a_time:
       jax.block_until_ready(carry)
+    if after is not None:
+      after(i + 1, carry)
   return carry
+
+
+def in_chunks(run: Callable, num_steps: int, carry, chunk: int,
+              after: Callable[[int, object], None]):
+  """``carry = run(carry, start, stop)`` over ``[0, num_steps)`` in chunks of ``chunk`` steps
+  (one compiled :func:`on_device` loop each, the same steps as one loop over all), waiting for
+  each and calling ``after(stop, carry)``: a long loop on device stays answerable."""
+  for start in range(0, num_steps, chunk):
+    stop = min(start + chunk, num_steps)
+    carry = jax.block_until_ready(run(carry, jnp.int32(start), jnp.int32(stop)))
+    after(stop, carry)
+  return carry
+
+
+class Heartbeat:
+  """Between the steps of a long training that keeps no checkpoint (a strategy's auxiliary
+  model at scoring time): honours a stop request (:func:`jaxdisp.preemption.check`; the rerun
+  computes the training again) and logs a progress line every ``interval`` seconds and at the
+  end. ``describe(carry)`` adds e.g. the current losses (it may wait for the device)."""
+
+  def __init__(self, what: str, total: int, interval: float,
+               describe: Callable[[object], str] | None = None):
+    self.what, self.total, self.interval, self.describe = what, total, interval, describe
+    self._start = self._last = time.perf_counter()
+
+  def __call__(self, done: int, carry) -> None:
+    preemption.check(f'during {self.what} (step {done} of {self.total})')
+    now = time.perf_counter()
+    if now - self._last < self.interval and done < self.total:
+      return
+    self._last = now
+    rate = done / max(now - self._start, 1e-9)
+    eta = (self.total - done) / rate if rate > 0 else math.inf
+    extra = f'  {self.describe(carry)}' if self.describe is not None else ''
+    logging.info('%s: step %d/%d  %.1f steps/s  ETA %s%s', self.what, done, self.total, rate,
+                 f'{eta:.0f}s' if math.isfinite(eta) else '?', extra)
 
 
 def epoch_steps(num_labeled, batch_size: int):
