@@ -3,6 +3,10 @@ strategy on the tiny demo config (4 simulated CPU devices), and of two strategie
 
   python tests/golden/make_golden.py [--out tests/golden/tiny_demo.json] [--only badge,...]
 
+One file per platform (jax version and CPU model): the golden test uses the one recorded on
+the machine it runs on (``tiny_demo.json``: AMD EPYC; ``tiny_demo.intel-xeon.json``: Intel Xeon,
+recorded from the code before the open-core refactor of issue 22).
+
 The file pins results bit for bit across refactors (tests/test_experiment.py compares against
 it). Run it only when a change is *meant* to change results, and say so in the commit; a new
 strategy adds its own entry with ``--only NAME`` (the other entries are kept as they are).
