@@ -4,6 +4,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 
 from jaxdisp import config_lib
 from jaxdisp.cli import load_config
@@ -79,3 +81,60 @@ def check_outputs(workdir, cfg):
   assert all(abs(a - r['test_accuracy']) < 1e-6
              for (_, a), r in zip(scalars['al/test_accuracy'], rounds))
   return res
+
+
+def strategy_config(path, name: str, body: str) -> str:
+  """Writes a config file at ``path`` that runs ``body`` (Python defining and registering the
+  strategy ``name``; ``strategies`` and ``jnp`` are imported) and starts from configs/demo.py
+  with ``strategy=name``; returns its path."""
+  text = ('import sys\nimport time\n\nimport jax.numpy as jnp\n\n'
+          'from jaxdisp import cli, strategies\n\n' + body.strip() + '\n\n\n'
+          'def get_config():\n'
+          f'  config = cli.load_config({os.path.join(REPO, "configs", "demo.py")!r})\n'
+          f'  config.strategy = {name!r}\n'
+          '  return config\n')
+  with open(path, 'w') as f:
+    f.write(text)
+  return str(path)
+
+
+class Running:
+  """A ``python -m jaxdisp.main`` run in the background whose stderr is collected; :meth:`wait`
+  returns once a line containing ``marker`` appears."""
+
+  def __init__(self, args, env=None):
+    self.proc = subprocess.Popen([sys.executable, '-m', 'jaxdisp.main'] + list(args), cwd=REPO,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 env={**os.environ, **(env or {})})
+    self.lines, self._seen, self._marker = [], threading.Event(), None
+    self._reader = threading.Thread(target=self._read, daemon=True)
+    self._reader.start()
+
+  def _read(self):
+    for line in self.proc.stderr:
+      self.lines.append(line)
+      if self._marker is not None and self._marker in line:
+        self._seen.set()
+
+  def wait_for(self, marker: str, timeout: float = 300) -> None:
+    self._marker = marker
+    if any(marker in l for l in self.lines):
+      return
+    assert self._seen.wait(timeout), self.text[-3000:]
+
+  def finish(self, signum=None, timeout: float = 60) -> tuple[int, float]:
+    """Sends ``signum`` (if given), waits for the exit: (status, seconds from the signal)."""
+    start = time.monotonic()
+    if signum is not None:
+      self.proc.send_signal(signum)
+    code = self.proc.wait(timeout)
+    self._reader.join(10)
+    return code, time.monotonic() - start
+
+  @property
+  def text(self) -> str:
+    return ''.join(self.lines)
+
+  @property
+  def last_line(self) -> str:
+    return self.text.strip().splitlines()[-1]

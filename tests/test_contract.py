@@ -70,23 +70,6 @@ def test_a_function_that_raises_is_named_and_jaxdisp_errors_pass_through():
   assert issubclass(StrategyError, JaxdispError)  # the CLI prints it as one line, exit 2
 
 
-_BROKEN = '''
-import importlib.util
-import jax.numpy as jnp
-from jaxdisp import strategies
-
-strategies.register(strategies.Strategy(name='broken', summary='breaks the contract', {what}))
-
-def get_config():
-  spec = importlib.util.spec_from_file_location('demo_for_broken', {demo!r})
-  demo = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(demo)
-  config = demo.get_config()
-  config.strategy = 'broken'
-  return config
-'''
-
-
 @pytest.mark.parametrize('what, message', [
     ("select=lambda view, budget: (jnp.full(budget, 3), jnp.zeros(budget))",
      'position 3 is returned 50 times (1 distinct)'),
@@ -94,11 +77,10 @@ def get_config():
      'it returned shape (7,), dtype float32'),
 ])
 def test_a_strategy_that_breaks_the_contract_stops_the_run_with_one_line(what, message, tmp_path):
-  import os  # pylint: disable=g-import-not-at-top
-  from _helpers import REPO, cli  # pylint: disable=g-import-not-at-top
-  config = tmp_path / 'broken.py'
-  config.write_text(_BROKEN.format(what=what, demo=os.path.join(REPO, 'configs', 'demo.py')))
-  proc = cli(tmp_path / 'run', '--config.al.rounds=1', check=False, config=str(config))
+  from _helpers import cli, strategy_config  # pylint: disable=g-import-not-at-top
+  config = strategy_config(tmp_path / 'broken.py', 'broken', 'strategies.register(strategies.'
+                           f"Strategy(name='broken', summary='breaks the contract', {what}))")
+  proc = cli(tmp_path / 'run', '--config.al.rounds=1', check=False, config=config)
   assert proc.returncode == 2, proc.stderr[-3000:]
   last = proc.stderr.strip().splitlines()[-1]
   assert last.startswith('error: strategy=broken: ') and message in last, last

@@ -9,15 +9,12 @@ watchdog answers SIGTERM within the grace time, and a second Ctrl-C exits at onc
 import errno
 import os
 import signal
-import subprocess
-import sys
 import textwrap
-import threading
 import time
 
 import pytest
 
-from _helpers import REPO, TINY, cli, load_results
+from _helpers import REPO, TINY, Running, cli, load_results, strategy_config
 from test_reliability import same_results, straight, straight_workdir  # pylint: disable=unused-import
 
 _FAIL_SAVE = textwrap.dedent('''\
@@ -57,111 +54,65 @@ def test_a_refused_checkpoint_write_is_one_line_and_the_rerun_resumes(
   same_results(straight, load_results(workdir))
 
 
-_SLEEPY = textwrap.dedent('''\
-    import importlib.util
-    import sys
-    import time
-
-    from jaxdisp import strategies
-
-    def score(view):
-      print('scoring: sleeping', file=sys.stderr, flush=True)
-      time.sleep(300)
-      return view.outputs['probs'][:, 0]
-
-    strategies.register(strategies.Strategy(
-        name='sleepy', summary='sleeps at scoring time', outputs=('probs',), score=score))
-
-    def get_config():
-      spec = importlib.util.spec_from_file_location('demo_for_sleepy', {demo!r})
-      demo = importlib.util.module_from_spec(spec)
-      spec.loader.exec_module(demo)
-      config = demo.get_config()
-      config.strategy = 'sleepy'
-      return config
-    ''')
+_SLEEPY = """
+def score(view):
+  print('scoring: sleeping', file=sys.stderr, flush=True)
+  time.sleep(300)
+  return view.outputs['probs'][:, 0]
 
 
-def _start_sleepy(tmp_path, grace: float):
-  config = tmp_path / 'sleepy.py'
-  config.write_text(_SLEEPY.format(demo=os.path.join(REPO, 'configs', 'demo.py')))
-  args = [sys.executable, '-m', 'jaxdisp.main', '--config', str(config),
-          '--workdir', str(tmp_path / 'run')] + [f'--config.{k}={v}' for k, v in TINY.items()]
-  proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True, env={**os.environ, 'JAXDISP_STOP_GRACE_SECONDS': str(grace)})
-  log, sleeping = [], threading.Event()
+strategies.register(strategies.Strategy(
+    name='sleepy', summary='sleeps at scoring time', outputs=('probs',), score=score))
+"""
 
-  def read():
-    for line in proc.stderr:
-      log.append(line)
-      if 'scoring: sleeping' in line:
-        sleeping.set()
-  reader = threading.Thread(target=read, daemon=True)
-  reader.start()
-  assert sleeping.wait(300), ''.join(log)[-3000:]
-  return proc, log, reader
+
+def _tiny(workdir, *overrides):
+  return ['--workdir', str(workdir)] + [f'--config.{k}={v}' for k, v in TINY.items()] + list(
+      overrides)
+
+
+def _sleeping(tmp_path, grace: float) -> Running:
+  """A run whose strategy sleeps at scoring time (no epoch ends there), once it sleeps."""
+  config = strategy_config(tmp_path / 'sleepy.py', 'sleepy', _SLEEPY)
+  run = Running(['--config', config] + _tiny(tmp_path / 'run'),
+                env={'JAXDISP_STOP_GRACE_SECONDS': str(grace)})
+  run.wait_for('scoring: sleeping')
+  return run
 
 
 def test_sigterm_where_no_epoch_ends_is_answered_within_the_grace_time(tmp_path):
-  proc, log, reader = _start_sleepy(tmp_path, grace=3)
-  start = time.monotonic()
-  proc.send_signal(signal.SIGTERM)
-  code = proc.wait(60)
-  waited = time.monotonic() - start
-  reader.join(10)
-  text = ''.join(log)
-  assert code == 128 + signal.SIGTERM, text[-3000:]
+  run = _sleeping(tmp_path, grace=3)
+  code, waited = run.finish(signal.SIGTERM)
+  assert code == 128 + signal.SIGTERM, run.text[-3000:]
   assert waited < 3 + 10, waited  # the grace time, plus the exit (30 s at the most in all)
-  assert 'Traceback' not in text
-  assert text.strip().splitlines()[-1].startswith('stopped by SIGTERM: no safe point within 3 s')
+  assert 'Traceback' not in run.text
+  assert run.last_line.startswith('stopped by SIGTERM: no safe point within 3 s'), run.last_line
   # the round-0 training checkpoint stays: the rerun resumes it, it does not start over
   assert os.listdir(tmp_path / 'run' / 'checkpoints' / 'train')
 
 
 def test_a_second_ctrl_c_exits_at_once_without_a_traceback(tmp_path):
-  proc, log, reader = _start_sleepy(tmp_path, grace=120)
-  proc.send_signal(signal.SIGINT)
+  run = _sleeping(tmp_path, grace=120)
+  run.proc.send_signal(signal.SIGINT)
   time.sleep(1.0)
-  start = time.monotonic()
-  proc.send_signal(signal.SIGINT)
-  code = proc.wait(60)
-  waited = time.monotonic() - start
-  reader.join(10)
-  text = ''.join(log)
-  assert code == 130, text[-3000:]
+  code, waited = run.finish(signal.SIGINT)
+  assert code == 130, run.text[-3000:]
   assert waited < 10, waited
-  assert 'Traceback' not in text and 'KeyboardInterrupt' not in text, text[-3000:]
-  assert text.strip().splitlines()[-1].startswith('stopped: second Ctrl-C: exiting at once')
+  assert 'Traceback' not in run.text and 'KeyboardInterrupt' not in run.text, run.text[-3000:]
+  assert run.last_line.startswith('stopped: second Ctrl-C: exiting at once'), run.last_line
 
 
 def test_sigterm_during_vaals_training_is_honoured_between_iterations(tmp_path):
   """VAAL trains its VAE and discriminator at scoring time, with no checkpoint of its own: a
   stop there ends the run at the next iteration (not after the round, not by the watchdog)."""
-  args = [sys.executable, '-m', 'jaxdisp.main', '--config', os.path.join(REPO, 'configs/demo.py'),
-          '--workdir', str(tmp_path / 'run')] + [f'--config.{k}={v}' for k, v in TINY.items()]
-  args += ['--config.strategy=vaal', '--config.vaal.width=4', '--config.vaal.batch_size=16',
-           '--config.vaal.epochs=500', '--config.log.progress_seconds=1']  # ~19,000 iterations
-  proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True, env={**os.environ, 'JAXDISP_STOP_GRACE_SECONDS': '60'})
-  log, training = [], threading.Event()
-
-  def read():
-    for line in proc.stderr:
-      log.append(line)
-      if "VAAL's VAE + discriminator training: step" in line:
-        training.set()
-  reader = threading.Thread(target=read, daemon=True)
-  reader.start()
-  assert training.wait(300), ''.join(log)[-3000:]  # a progress line of the auxiliary training
-  start = time.monotonic()
-  proc.send_signal(signal.SIGTERM)
-  code = proc.wait(60)
-  waited = time.monotonic() - start
-  reader.join(10)
-  text = ''.join(log)
-  assert code == 128 + signal.SIGTERM, text[-3000:]
+  run = Running(['--config', os.path.join(REPO, 'configs/demo.py')] + _tiny(
+      tmp_path / 'run', '--config.strategy=vaal', '--config.vaal.width=4',
+      '--config.vaal.batch_size=16', '--config.vaal.epochs=500',  # ~19,000 iterations
+      '--config.log.progress_seconds=1'), env={'JAXDISP_STOP_GRACE_SECONDS': '60'})
+  run.wait_for("VAAL's VAE + discriminator training: step")  # its progress line
+  code, waited = run.finish(signal.SIGTERM)
+  assert code == 128 + signal.SIGTERM, run.text[-3000:]
   assert waited < 30, waited
-  last = text.strip().splitlines()[-1]
-  assert last.startswith("stopped: stopped by SIGTERM during VAAL's VAE + discriminator "
-                         'training (step '), last
-  assert 'nothing of it is checkpointed' in last and 'Traceback' not in text
+  assert run.last_line.startswith("stopped: stopped by SIGTERM during VAAL's VAE + "
+                                  'discriminator training (step '), run.last_line
+  assert 'nothing of it is checkpointed' in run.last_line and 'Traceback' not in run.text
