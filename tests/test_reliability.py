@@ -22,19 +22,6 @@ import pytest
 from _helpers import REPO, TINY, cli, load_results
 
 
-@pytest.fixture(scope='module')
-def straight_workdir(tmp_path_factory):
-  """The uninterrupted reference run (its workdir: copy it before changing anything)."""
-  workdir = tmp_path_factory.mktemp('straight')
-  cli(workdir)
-  return workdir
-
-
-@pytest.fixture(scope='module')
-def straight(straight_workdir):
-  return load_results(straight_workdir)
-
-
 def same_results(a, b):
   assert len(a['rounds']) == len(b['rounds']) == TINY['al.rounds'] + 1
   for ra, rb in zip(a['rounds'], b['rounds']):

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from _helpers import REPO, TINY, Running, cli, load_results, strategy_config
-from test_reliability import same_results, straight, straight_workdir  # pylint: disable=unused-import
+from test_reliability import same_results
 
 _FAIL_SAVE = textwrap.dedent('''\
     import os
@@ -35,7 +35,8 @@ _FAIL_SAVE = textwrap.dedent('''\
 
 @pytest.mark.parametrize('at, code, why, where', [
     (4, errno.ENOSPC, 'no space left on the device', 'checkpoints/train/'),  # round 1, epoch 2
-    (3, errno.EFBIG, 'file too large', 'checkpoints/rounds/'),  # the round-0 checkpoint
+    pytest.param(3, errno.EFBIG, 'file too large', 'checkpoints/rounds/',  # round 0's checkpoint
+                 marks=pytest.mark.extended),
 ])
 def test_a_refused_checkpoint_write_is_one_line_and_the_rerun_resumes(
     at, code, why, where, straight, tmp_path):
