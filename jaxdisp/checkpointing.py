@@ -23,13 +23,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
-import functools
 import gc
 import hashlib
 import json
 import logging as logging_std
-import os
 import re
 import sys
 import time
@@ -42,7 +39,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 
-from jaxdisp.errors import StorageError
+from jaxdisp import storage
 
 
 def _abstract(tree):
@@ -111,64 +108,6 @@ def _quiet_failed_reads():
 
 _JSON_FILES = ('_CHECKPOINT_METADATA', '_METADATA', 'metadata')
 
-# Writes the storage refuses, by errno: what to tell the user.
-STORAGE_ERRNOS = {errno.ENOSPC: 'no space left on the device', errno.EDQUOT: 'disk quota exceeded',
-                  errno.EFBIG: 'file too large (a file-size limit)',
-                  errno.EROFS: 'read-only file system'}
-
-
-def storage_problem(exc: BaseException | None) -> tuple[str, str] | None:
-  """``(path, why)`` if ``exc`` or an exception it was raised from is a write the storage
-  refused (:data:`STORAGE_ERRNOS`: an ``OSError``, or tensorstore's status text with its
-  ``os_error_code``), else None. ``path`` is '' where the error names none."""
-  seen = set()
-  while exc is not None and id(exc) not in seen:
-    seen.add(id(exc))
-    if isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS:
-      return str(exc.filename or ''), STORAGE_ERRNOS[exc.errno]
-    code = re.search(r"os_error_code='?(\d+)", str(exc))
-    if code and int(code[1]) in STORAGE_ERRNOS:
-      path = re.search(r'local file "([^"]+)"', str(exc))
-      return (path[1] if path else ''), STORAGE_ERRNOS[int(code[1])]
-    exc = exc.__cause__ or exc.__context__
-  return None
-
-
-def _storage_errors(method):
-  """Turns a refused write inside ``method`` into one :class:`StorageError` line that names
-  the checkpoint folder (the temporary step folder orbax was writing is ignored by a rerun)."""
-  @functools.wraps(method)
-  def wrapped(self, *args, **kwargs):
-    try:
-      return method(self, *args, **kwargs)
-    except StorageError:
-      raise
-    except Exception as e:  # pylint: disable=broad-except
-      problem = storage_problem(e)
-      if problem is None:
-        raise
-      path = re.sub(r'\.orbax-checkpoint-tmp.*', '', problem[0]) or str(getattr(self, 'root', ''))
-      raise StorageError(f'cannot write the checkpoint {path}: {problem[1]}; make room (or '
-                         'lift the limit), then rerun the same command: it resumes from the '
-                         'last complete checkpoint') from None
-  return wrapped
-
-
-class _QuietStorageErrors(logging_std.Filter):
-  """Drops orbax's own ERROR records (with tracebacks, from its writer threads) about a write
-  the storage refused: :class:`Checkpointer` reports it once, as one line."""
-
-  def filter(self, record) -> bool:
-    if record.levelno < logging_std.ERROR or '/orbax/' not in record.pathname:
-      return True
-    if record.exc_info and storage_problem(record.exc_info[1]):
-      return False
-    text = record.getMessage()
-    return not (re.search(r"os_error_code='?(%s)\b" % '|'.join(map(str, STORAGE_ERRNOS)), text)
-                or any(os.strerror(n) in text for n in STORAGE_ERRNOS))
-
-
-logging.get_absl_handler().addFilter(_QuietStorageErrors())
 
 
 def describe_damage(step_dir: epath.Path, root: epath.Path, errors) -> str:
@@ -215,7 +154,7 @@ def describe_damage(step_dir: epath.Path, root: epath.Path, errors) -> str:
 class Checkpointer:
   """Saves and restores round and in-round state under ``<workdir>/checkpoints``."""
 
-  @_storage_errors
+  @storage.refused_writes_as_one_line
   def __init__(self, root: str, epochs: int, every_epochs: int):
     """``root``: the checkpoint folder (``<workdir>/checkpoints`` or ``checkpoint.dir``; a
     ``gs://`` path works: orbax writes to GCS natively, from every process of a multi-host run)."""
@@ -230,7 +169,7 @@ class Checkpointer:
 
   # ---- rounds ---------------------------------------------------------------------------------
 
-  @_storage_errors
+  @storage.refused_writes_as_one_line
   def save_round(self, al_state, meta: dict) -> None:
     step = int(al_state.round)
     meta = {**meta, 'state_sha256': state_digest(al_state)}
@@ -352,7 +291,7 @@ class Checkpointer:
   def _step(self, round_: int, epoch: int) -> int:
     return round_ * (self.epochs + 1) + epoch
 
-  @_storage_errors
+  @storage.refused_writes_as_one_line
   def maybe_save_train(self, round_: int, epoch: int, train_state, history,
                        force: bool = False, stats: dict | None = None) -> bool:
     """Saves if ``epoch`` (epochs completed) is on the interval (or ``force``), not the last.
@@ -399,7 +338,7 @@ class Checkpointer:
     return (out['state'], out.get('history', like_history),
             dict(out.get('stats', like_stats or {})))
 
-  @_storage_errors
+  @storage.refused_writes_as_one_line
   def wait(self) -> None:
     self.train.wait_until_finished()
     self.rounds.wait_until_finished()
