@@ -201,15 +201,32 @@ def test_labels_survive_sigkill_right_after_import(waiting_run, tmp_path):
   assert {e['round'] for e in ledger.values()} == {0}
 
 
-def test_a_torn_last_ledger_line_is_ignored_and_not_glued_to(waiting_run, tmp_path):
+def test_a_torn_last_ledger_line_is_ignored_and_not_glued_to(waiting_run, tmp_path, capsys):
   cfg, workdir = waiting_run
   labels = true_labels(cfg)
-  queries = read_queries(workdir, 0)
-  with open(oracle.ledger_path(workdir), 'w') as f:
-    f.write(json.dumps({'id': int(queries[0]['id']), 'label': 1, 'round': 0}))  # no newline
+  q0 = int(read_queries(workdir, 0)[0]['id'])
+  path = oracle.ledger_path(workdir)
+  with open(path, 'w') as f:
+    f.write(json.dumps({'id': q0, 'label': int(labels[q0]), 'round': 0})[:-5])  # torn
   assert oracle.read_ledger(workdir) == {}
   assert label.main(['import', '--workdir', workdir,
                      '--file', answer_round(workdir, 0, labels, tmp_path)]) == 0
+  assert 'its last line was torn' in capsys.readouterr().err
+  assert len(oracle.read_ledger(workdir)) == 50
+  assert open(path).read().count('\n') == 50  # the torn line set aside, not made a middle line
+
+
+def test_a_whole_last_ledger_entry_without_its_newline_is_kept(waiting_run, tmp_path, capsys):
+  cfg, workdir = waiting_run
+  labels = true_labels(cfg)
+  q0 = int(read_queries(workdir, 0)[0]['id'])
+  with open(oracle.ledger_path(workdir), 'w') as f:
+    f.write(json.dumps({'id': q0, 'label': int(labels[q0]), 'round': 0}))  # no newline
+  assert list(oracle.read_ledger(workdir)) == [q0]
+  assert label.main(['import', '--workdir', workdir,
+                     '--file', answer_round(workdir, 0, labels, tmp_path)]) == 0
+  captured = capsys.readouterr()
+  assert 'lost its newline' in captured.err and 'imported 49 new label(s)' in captured.out
   assert len(oracle.read_ledger(workdir)) == 50
 
 

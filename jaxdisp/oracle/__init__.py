@@ -14,11 +14,11 @@
 
 from jaxdisp.oracle.answers import Context, context_from_workdir, read_answers, validate_answers
 from jaxdisp.oracle.ledger import (LEDGER, append_ledger, ledger_path, missing_labels,
-                                   read_ledger, training_labels)
+                                   read_ledger, repair_tail, training_labels)
 from jaxdisp.oracle.queries import QUERY_COLUMNS, csv_cell, how_to_continue, write_queries
 from jaxdisp.oracle.simulated import simulated_answers
 
 __all__ = ['Context', 'LEDGER', 'QUERY_COLUMNS', 'append_ledger', 'context_from_workdir',
            'csv_cell', 'how_to_continue', 'ledger_path', 'missing_labels', 'read_answers',
-           'read_ledger', 'simulated_answers', 'training_labels', 'validate_answers',
+           'read_ledger', 'repair_tail', 'simulated_answers', 'training_labels', 'validate_answers',
            'write_queries']

@@ -24,31 +24,85 @@ class Context:
   class_names: tuple
   queried: dict  # dataset id -> round it was queried in
   files: dict  # dataset id -> file name / id string
+  oracle_kind: str = 'files'  # the run's config.oracle.kind
+
+
+BY = ('auto', 'name', 'index')  # how a label is read: see _parse_label
+
+
+def _read_json_lines(path: str) -> list:
+  """The JSON documents of ``path`` (one document, or one per line for ``.jsonl``), or a
+  one-line error naming the file: unreadable, not UTF-8 or not JSON."""
+  try:
+    text = files.read_text(path)
+  except (OSError, UnicodeDecodeError) as e:
+    why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+    raise JaxdispError(f'cannot read {path}: {why}') from None
+  jsonl = path.endswith('.jsonl')
+  docs = []
+  for n, line in enumerate(text.splitlines() if jsonl else [text], 1):
+    if jsonl and not line.strip():
+      continue
+    try:
+      docs.append(json.loads(line))
+    except json.JSONDecodeError as e:
+      raise JaxdispError(f'{path} is corrupt: line {n if jsonl else e.lineno} is not JSON '
+                         f'({e.msg}); it is not a file a jaxdisp run wrote whole') from None
+  return docs
+
+
+def _not_a_run(path: str, e: Exception) -> JaxdispError:
+  what = f'it has no {e}' if isinstance(e, KeyError) else 'unexpected contents'
+  return JaxdispError(f'{path} is not what a jaxdisp run writes ({what})')
 
 
 def context_from_workdir(workdir: str) -> Context:
+  """The :class:`Context` of the run in ``workdir``, or a one-line error: no run there, or a
+  results.json / selections.jsonl that is not what a run writes."""
   path = os.path.join(workdir, 'results.json')
   if not files.exists(path):
-    raise JaxdispError(f'{workdir} has no results.json: run the experiment first')
-  res = json.loads(files.read_text(path))
-  queried = {int(i): r['round'] for r in res['rounds'] for i in r['selected']}
-  names = {}
+    raise JaxdispError(f'{workdir} is not the workdir of a run (it has no results.json): '
+                       'run the experiment first, or pass the run\'s --workdir')
+  res = _read_json_lines(path)[0]
+  try:
+    queried = {int(i): int(r['round']) for r in res['rounds'] for i in r['selected']}
+    ds = res['dataset']
+    num_train, class_names = int(ds['num_train']), tuple(str(c) for c in ds['class_names'])
+    kind = str((res.get('config') or {}).get('oracle', {}).get('kind', 'files'))
+  except (KeyError, TypeError, ValueError, AttributeError) as e:
+    raise _not_a_run(path, e) from None
   sel_path = os.path.join(workdir, 'selections.jsonl')
-  if files.exists(sel_path):
-    for line in io.StringIO(files.read_text(sel_path)):
-      s = json.loads(line)
-      names[int(s['id'])] = s.get('file', str(s['id']))
-  ds = res['dataset']
-  return Context(ds['num_train'], tuple(ds['class_names']), queried, names)
+  try:
+    names = {int(s['id']): str(s.get('file', s['id']))
+             for s in (_read_json_lines(sel_path) if files.exists(sel_path) else [])}
+  except (KeyError, TypeError, ValueError, AttributeError) as e:
+    raise _not_a_run(sel_path, e) from None
+  return Context(num_train, class_names, queried, names, kind)
 
 
-def _parse_label(text: str, class_names: tuple):
+def _parse_label(text: str, class_names: tuple, by: str = 'auto'):
+  """(class index, None) of an answer, or (None, why it is refused).
+
+  ``by='name'``: a class name; ``'index'``: a class index (digits 0-9); ``'auto'``: either, but
+  an answer that is one class's name and another class's index (``1`` with class folders
+  ``1/ 2/ 3/``) is refused rather than guessed.
+  """
   text = text.strip()
-  if text in class_names:
-    return class_names.index(text)
-  if text.isascii() and text.isdigit() and int(text) < len(class_names):  # '٣', '²': no
-    return int(text)
-  return None
+  name = class_names.index(text) if text in class_names else None
+  index = (int(text) if text.isascii() and text.isdigit() and int(text) < len(class_names)
+           else None)  # '٣', '²': not indices
+  if by == 'name':
+    return name, None if name is not None else 'is not a class name'
+  if by == 'index':
+    return index, None if index is not None else (
+        f'is not a class index (0-{len(class_names) - 1})')
+  if name is not None and index is not None and name != index:
+    return None, (f'is ambiguous: the class named {text!r} (index {name}) or the class with '
+                  f'index {index} ({class_names[index]!r}); say which with --by name or '
+                  '--by index')
+  if name is None and index is None:
+    return None, 'is not a class'
+  return (name if name is not None else index), None
 
 
 def _shown(text: str) -> str:
@@ -109,8 +163,12 @@ def read_answers(path: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
   return header, rows
 
 
-def validate_answers(path: str, ctx: Context, ledger: dict) -> tuple[list[dict], dict]:
-  """Checks a whole answers CSV; returns (new ledger entries, counts) or raises LabelError."""
+def validate_answers(path: str, ctx: Context, ledger: dict, by: str = 'auto'
+                     ) -> tuple[list[dict], dict]:
+  """Checks a whole answers CSV; returns (new ledger entries, counts) or raises LabelError.
+
+  ``by``: how labels are read (:data:`BY`, see :func:`_parse_label`).
+  """
   header, rows = read_answers(path)
   id_col, label_col = header.index('id'), header.index('label')
 
@@ -136,9 +194,14 @@ def validate_answers(path: str, ctx: Context, ledger: dict) -> tuple[list[dict],
     if i not in ctx.queried:
       problems.append(f'line {n}: id {i} was never queried (only queried samples take labels)')
       continue
-    label = _parse_label(raw_label, ctx.class_names)
+    label, why = _parse_label(raw_label, ctx.class_names, by)
     if label is None:
-      problems.append(f'line {n}: label {raw_label!r} is not a class ({classes}) or class index')
+      if why == 'is not a class':
+        why = f'is not a class ({classes}) or class index'
+      elif why == 'is not a class name':
+        why += f' ({classes})'
+      ident = f'id {i}: ' if why.startswith('is ambiguous') else ''
+      problems.append(f'line {n}: {ident}label {raw_label!r} {why}')
       continue
     if i in seen and seen[i][1] != label:
       problems.append(f'line {n}: id {i} is labeled {ctx.class_names[label]!r} here but '
