@@ -56,6 +56,10 @@ Adapted for jaxdisp:
   score ``-D(mu)`` as a logit (the same order as the probability, without float saturation ties).
 * NaN/inf in any VAE or D loss stops the round with one line (:class:`NumericalError`), like
   non-finite scores.
+* **Speed on XLA:CPU.** The decoder's k4 s2 transposed convolutions are computed in sub-pixel
+  form (four 2x2 convolutions, :class:`~jaxdisp.strategies.vaal_model.ConvTranspose4x4Stride2`):
+  the same parameters and the same function up to float rounding, with a VAE gradient 4x faster
+  on XLA:CPU (0.75 s against 3.2 s per batch of 256 at width 16, measured on one machine).
 * Not reproduced: model selection on a validation split carved from the training data (the
   5,000 validation labels fall outside the budget in the authors' code).
 * A stop signal (SIGTERM, Ctrl-C) during the VAAL step is honoured between iterations (on

@@ -32,6 +32,35 @@ def _batch_norm(train_mode: bool):
   return nn.BatchNorm(use_running_average=not train_mode, momentum=0.9, epsilon=1e-5)
 
 
+class ConvTranspose4x4Stride2(nn.Module):
+  """``nn.ConvTranspose(features, (4, 4), (2, 2), padding='SAME', use_bias=False)``, the same
+  parameter (``kernel [4, 4, in, features]``) and the same function, computed as four ordinary
+  2x2 convolutions, one per output phase, interleaved (sub-pixel form). With padding SAME, output
+  row ``2p`` is ``x[p-1] K[0] + x[p] K[2]`` and row ``2p+1`` is ``x[p] K[1] + x[p+1] K[3]`` (the
+  same along columns). Why: XLA:CPU computes the gradient of a transposed convolution (an
+  input-dilated convolution) off its fast path, 3x slower than this form at the demo's sizes
+  (``tests/test_vaal.py`` checks the two agree, values and gradients)."""
+  features: int
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    kernel = self.param('kernel', _kaiming, (4, 4, x.shape[-1], self.features))
+    x, kernel = nn.dtypes.promote_dtype(x, kernel)
+    n, h, w, _ = x.shape
+    padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    taps = ((0, 2), (1, 3))  # kernel rows (columns) used by the even and the odd output phase
+    rows = []
+    for a in range(2):
+      phases = []
+      for b in range(2):
+        k = kernel[jnp.array(taps[a])][:, jnp.array(taps[b])]
+        phases.append(jax.lax.conv_general_dilated(
+            padded[:, a:a + h + 1, b:b + w + 1], k, (1, 1), 'VALID',
+            dimension_numbers=('NHWC', 'HWIO', 'NHWC')))
+      rows.append(jnp.stack(phases, 3))  # [n, h, w, 2 (column phase), features]
+    return jnp.stack(rows, 2).reshape(n, 2 * h, 2 * w, self.features)
+
+
 class Encoder(nn.Module):
   """Convolutions k4 s2 p1 (no bias) + BN + ReLU, then the mu and log sigma^2 heads."""
   latent_dim: int
@@ -64,10 +93,10 @@ class Decoder(nn.Module):
     top = self.width * scale
     x = nn.Dense(top * h0 * w0, kernel_init=_kaiming)(z).reshape(z.shape[0], h0, w0, top)
     for i in range(1, self.stages):
-      x = nn.ConvTranspose(top // 2**i, (4, 4), (2, 2), padding='SAME', use_bias=False,
-                           kernel_init=_kaiming)(x)
+      x = ConvTranspose4x4Stride2(top // 2**i, name=f'ConvTranspose_{i - 1}')(x)
       x = nn.relu(_batch_norm(train_mode)(x))
-    x = nn.ConvTranspose(c, (1, 1), kernel_init=_kaiming)(x)
+    x = nn.ConvTranspose(c, (1, 1), kernel_init=_kaiming,
+                         name=f'ConvTranspose_{self.stages - 1}')(x)
     return x[:, :h, :w]
 
 
