@@ -103,3 +103,21 @@ def test_resnet18_flop_count_matches_the_published_figure():
   assert accelerator_check.peak_tflops('TPU v5 lite') == 197.0
   assert accelerator_check.peak_tflops('TPU v4') == 275.0
   assert accelerator_check.peak_tflops('cpu') is None
+
+
+def test_demo_strategies_quick_times_each_strategy_against_random(tmp_path):
+  """``benchmarks/demo_strategies.py``: the real demo command per strategy in its own process,
+  random first and last, the ratio to their mean (no timing asserted)."""
+  proc = subprocess.run([sys.executable, os.path.join(REPO, 'benchmarks', 'demo_strategies.py'),
+                         '--quick', '--strategies', 'vaal', '--out', str(tmp_path)], cwd=REPO,
+                        capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  with open(tmp_path / 'demo_strategies_quick.json') as f:
+    result = json.load(f)
+  assert [r['strategy'] for r in result['runs']] == ['random', 'vaal', 'random']
+  (vaal,) = [r for r in result['runs'] if r['strategy'] == 'vaal']
+  assert vaal['ratio_to_random'] == vaal['wall_s'] / (sum(result['random_wall_s']) / 2)
+  assert vaal['rounds'] == 2 and vaal['score_s'] > 0
+  assert set(vaal['demo_settings']) <= {k for k in vaal['demo_settings'] if k.startswith('vaal.')}
+  assert {'max_ratio_to_random', 'slowest_strategy', 'all_within_goal'} <= set(result['headline'])
+  assert 'x random' in proc.stdout
