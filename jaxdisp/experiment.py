@@ -19,7 +19,7 @@ import jax
 from absl import logging
 from etils import epath
 
-from jaxdisp import checkpointing, config_lib, data, diagnostics, files, locking, oracle
+from jaxdisp import checkpointing, cli, config_lib, data, diagnostics, files, locking, oracle
 from jaxdisp import outputs, preemption, progress, rounds, train
 from jaxdisp.al_state import ALState
 from jaxdisp.errors import JaxdispError, NumericalError
@@ -40,6 +40,9 @@ def run(cfg, workdir: str) -> ALState:
   :class:`~jaxdisp.errors.Preempted` after a stop signal (checkpoint saved).
   """
   config_lib.validate(cfg)
+  cli.check_utf8_path(workdir)
+  if cfg.checkpoint.dir:
+    cli.check_utf8_path(cfg.checkpoint.dir, 'checkpoint.dir')
   try:
     created = not files.exists(workdir)
     files.makedirs(workdir)
