@@ -91,7 +91,9 @@ def _run_locked(cfg, workdir: str) -> ALState:
     _check_saved_config(ckpt, cfg, workdir)
     exp = rounds.Experiment.create(cfg, dataset)
     state = _restore(ckpt, exp, workdir, primary)
-    if not rounds.is_finished(state, cfg):
+    if rounds.is_finished(state, cfg):
+      print(f'{workdir}: the run is already finished ({int(state.round)} rounds); nothing to do')
+    else:
       runner = Runner(exp, workdir, ckpt, progress.Progress(workdir, cfg, cfg.al.rounds + 1,
                                                            write=primary), primary)
       with preemption.StopSignal() as stop:

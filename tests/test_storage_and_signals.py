@@ -178,7 +178,9 @@ def test_a_read_only_finished_run_reruns_and_reports_or_names_the_path(
   try:
     proc = cli(workdir, env=env)
     assert 'Traceback' not in proc.stderr and 'error:' not in proc.stderr, proc.stderr[-3000:]
-    assert proc.stdout.splitlines()[0].startswith('round  labeled'), proc.stdout
+    assert proc.stdout.splitlines()[:2] == [
+        f'{workdir}: the run is already finished (3 rounds); nothing to do',
+        'round  labeled  test_acc  balanced  train_s  score_s'], proc.stdout
     report = subprocess.run([sys.executable, '-m', 'jaxdisp.report', str(sweep)], cwd=REPO,
                             capture_output=True, text=True, env={**os.environ, **env})
     assert report.returncode == 2, report.stderr[-3000:]
