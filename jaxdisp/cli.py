@@ -250,6 +250,20 @@ def config_from_argv(argv) -> tuple[ml_collections.ConfigDict | None, list[str],
   return cfg, rest, overrides
 
 
+def check_utf8_path(path, what: str = '--workdir') -> None:
+  """Refuses (one ConfigError line) a path that is not valid UTF-8 (bytes Python could only
+  decode with surrogates): checkpoints are written through tensorstore, which takes UTF-8 paths
+  only, and the run would fail at its first checkpoint instead of before any work."""
+  try:
+    os.fspath(path).encode('utf-8')
+  except UnicodeEncodeError as e:
+    shown = os.fsencode(path).decode('utf-8', 'backslashreplace')
+    byte = ord(os.fspath(path)[e.start]) - 0xDC00  # surrogateescape: U+DCxx is byte xx
+    raise ConfigError(f'the {what} path {shown} is not valid UTF-8 (byte 0x{byte:02x}); jaxdisp '
+                      'writes its files (checkpoints through tensorstore) only to UTF-8 paths: '
+                      f'rename the folder or use another {what}') from None
+
+
 def quiet_libraries(record) -> bool:
   """absl log filter: drops INFO chatter of orbax/clu/tensorstore (warnings still show)."""
   return record.levelno >= 30 or not any(n in record.pathname for n in _NOISY)

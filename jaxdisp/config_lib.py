@@ -213,6 +213,9 @@ def validate(cfg) -> None:
   _check_recording(cfg)  # what its per-epoch records need
 
 
+_MAX_SEED = 2**32 - 1  # jax.random.PRNGKey keeps 32 bits of it (without jax_enable_x64)
+
+
 def _need(cond, msg: str) -> None:
   if not cond:
     raise ConfigError(msg)
@@ -235,11 +238,28 @@ def _check_keys_and_types(cfg) -> None:
         want is tuple and isinstance(value, list))
     if not ok or (want is int and isinstance(value, bool)):
       raise ConfigError(f'{name}={value!r} should be of type {want.__name__}')
+    if want is tuple:
+      _check_elements(name, value, reference[name])
+
+
+def _check_elements(name: str, value, default) -> None:
+  """The elements of the tuple key ``name`` are of the types of its default's (an int where
+  floats are, never a bool), as ``--config.KEY=...`` reads them (jaxdisp.cli)."""
+  kinds = {type(v) for v in default}
+  if float in kinds:
+    kinds.add(int)
+  wrong = [v for v in value if kinds and type(v) not in kinds]
+  if wrong:
+    names = ' or '.join(sorted(k.__name__ for k in kinds))
+    raise ConfigError(f'{name}={tuple(value)!r}: its elements must be {names}, got {wrong[0]!r}')
 
 
 def _check_run(cfg) -> None:
   """The oracle, the dataset, the devices and the model."""
   check = _need
+  check(0 <= cfg.seed <= _MAX_SEED,
+        f'seed={cfg.seed} must be in [0, {_MAX_SEED}] (the random key keeps 32 bits of it: a '
+        "negative or larger seed would repeat another seed's run)")
   check(cfg.oracle.kind in ('simulated', 'files'),
         f"oracle.kind={cfg.oracle.kind!r} must be 'simulated' or 'files'")
   check(0.0 <= cfg.oracle.noise < 1.0,

@@ -19,7 +19,7 @@ import jax
 from absl import logging
 from etils import epath
 
-from jaxdisp import checkpointing, config_lib, data, diagnostics, files, locking, oracle
+from jaxdisp import checkpointing, cli, config_lib, data, diagnostics, files, locking, oracle
 from jaxdisp import outputs, preemption, progress, rounds, train
 from jaxdisp.al_state import ALState
 from jaxdisp.errors import JaxdispError, NumericalError
@@ -40,6 +40,9 @@ def run(cfg, workdir: str) -> ALState:
   :class:`~jaxdisp.errors.Preempted` after a stop signal (checkpoint saved).
   """
   config_lib.validate(cfg)
+  cli.check_utf8_path(workdir)
+  if cfg.checkpoint.dir:
+    cli.check_utf8_path(cfg.checkpoint.dir, 'checkpoint.dir')
   try:
     created = not files.exists(workdir)
     files.makedirs(workdir)
@@ -88,7 +91,9 @@ def _run_locked(cfg, workdir: str) -> ALState:
     _check_saved_config(ckpt, cfg, workdir)
     exp = rounds.Experiment.create(cfg, dataset)
     state = _restore(ckpt, exp, workdir, primary)
-    if not rounds.is_finished(state, cfg):
+    if rounds.is_finished(state, cfg):
+      print(f'{workdir}: the run is already finished ({int(state.round)} rounds); nothing to do')
+    else:
       runner = Runner(exp, workdir, ckpt, progress.Progress(workdir, cfg, cfg.al.rounds + 1,
                                                            write=primary), primary)
       with preemption.StopSignal() as stop:

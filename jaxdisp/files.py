@@ -7,12 +7,18 @@ epath knows) a single object write, which is atomic there. Either way a reader s
 version or the new one, never a torn file. :func:`remove_stale_temporaries` is the one cleaner of
 temporaries that a killed process never renamed into place.
 
+A write the storage refuses (a full disk, a file-size limit, a quota, a read-only or
+unwritable folder: :data:`jaxdisp.storage.REFUSED_ERRNOS`) raises one
+:class:`~jaxdisp.errors.StorageError` line naming the file, and leaves no temporary and no
+partial append behind: the rerun of the same command, after making room, writes it whole.
+
 A ``gs://`` path needs a backend for epath: ``tf.io.gfile`` where TensorFlow is installed,
 otherwise ``gcsfs`` (``pip install gcsfs``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import tempfile
@@ -20,6 +26,8 @@ from typing import Callable
 
 import numpy as np
 from etils import epath
+
+from jaxdisp import storage
 
 TMP_SUFFIX = '.jaxdisp-tmp'
 # The folders of a workdir (besides the workdir itself) that atomic writes go to.
@@ -39,9 +47,24 @@ def is_dir(path) -> bool:
   return epath.Path(path).is_dir()
 
 
+@contextlib.contextmanager
+def refused_as_one_line(path):
+  """Turns a write the storage refuses inside the block into one StorageError naming ``path``."""
+  try:
+    yield
+  except OSError as e:
+    error = storage.refused_output(path, e)
+    if error is None:
+      raise
+    raise error from None
+
+
 def makedirs(path) -> None:
   """Creates the folder ``path`` and its parents (nothing to do if it exists)."""
-  epath.Path(path).mkdir(parents=True, exist_ok=True)
+  if epath.Path(path).is_dir():
+    return  # nothing to write (a read-only workdir that has it is fine)
+  with refused_as_one_line(path):
+    epath.Path(path).mkdir(parents=True, exist_ok=True)
 
 
 def read_text(path) -> str:
@@ -61,6 +84,11 @@ def atomic_write(path, data: str | bytes, before_replace: Callable[[], None] | N
   and not yet visible (the crash tests kill the process there).
   """
   data = data.encode() if isinstance(data, str) else data
+  with refused_as_one_line(path):
+    _atomic_write(path, data, before_replace)
+
+
+def _atomic_write(path, data: bytes, before_replace) -> None:
   if is_remote(path):
     target = epath.Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -69,7 +97,7 @@ def atomic_write(path, data: str | bytes, before_replace: Callable[[], None] | N
     target.write_bytes(data)
     return
   directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
+  makedirs(directory)
   fd, tmp = tempfile.mkstemp(dir=directory, prefix='.' + os.path.basename(path) + '.',
                              suffix=TMP_SUFFIX)
   try:
@@ -100,7 +128,8 @@ def append_lines(path, text: str) -> None:
   A torn last line (a crash mid-append left no newline) gets a newline first, so ``text`` never
   glues onto it. Locally: one ``write`` in append mode, ``fsync`` of the file, and of its folder
   when the file is new. Remote (objects cannot be appended to): the old contents and ``text``
-  in one object write, so the caller must keep other writers off ``path`` (a lock).
+  in one object write, so the caller must keep other writers off ``path`` (a lock). A refused
+  write (a full disk) cuts the file back to its old size before the StorageError.
   """
   if is_remote(path):
     target = epath.Path(path)
@@ -110,8 +139,28 @@ def append_lines(path, text: str) -> None:
     atomic_write(path, old + text.encode())
     return
   existed = os.path.exists(path)
+  size = os.path.getsize(path) if existed else 0
+  with refused_as_one_line(path):
+    try:
+      _append_local(path, text, size)
+    except OSError:
+      with contextlib.suppress(OSError):  # no partial lines (a new file: no empty one) stay
+        if existed:
+          os.truncate(path, size)
+        else:
+          os.unlink(path)
+      raise
+  if not existed:
+    fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+      os.fsync(fd)
+    finally:
+      os.close(fd)
+
+
+def _append_local(path, text: str, size: int) -> None:
   with open(path, 'a') as f:
-    if existed and os.path.getsize(path):
+    if size:
       with open(path, 'rb') as r:
         r.seek(-1, os.SEEK_END)
         if r.read(1) != b'\n':
@@ -119,12 +168,6 @@ def append_lines(path, text: str) -> None:
     f.write(text)
     f.flush()
     os.fsync(f.fileno())
-  if not existed:
-    fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-    try:
-      os.fsync(fd)
-    finally:
-      os.close(fd)
 
 
 def remove_stale_temporaries(folder) -> None:
@@ -136,7 +179,8 @@ def remove_stale_temporaries(folder) -> None:
       continue
     for child in directory.iterdir():
       if child.name.startswith('.') and child.name.endswith(TMP_SUFFIX):
-        child.unlink(missing_ok=True)
+        with refused_as_one_line(child):
+          child.unlink(missing_ok=True)
 
 
 def _umask() -> int:

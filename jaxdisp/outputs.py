@@ -15,6 +15,7 @@ import os
 
 import numpy as np
 
+from jaxdisp import files
 from jaxdisp.files import atomic_write
 
 
@@ -78,16 +79,25 @@ def plot_learning_curve(path: str, state, title: str) -> None:
 
 
 def write_outputs(workdir: str, cfg, dataset, state, before_replace=None) -> None:
-  """(Re)writes results.json, selections.jsonl and learning_curve.png from ``state``.
+  """(Re)writes learning_curve.png, selections.jsonl and results.json from ``state``.
 
-  ``before_replace``: passed to :func:`atomic_write` (the crash tests' fault point).
+  results.json goes last, so one that already holds exactly this state's document means the
+  other two were written before it: then nothing is written at all (a finished run's rerun
+  needs no write, and works in a read-only workdir). ``before_replace``: passed to
+  :func:`atomic_write` (the crash tests' fault point).
   """
-  atomic_write(os.path.join(workdir, 'results.json'),
-               json.dumps(results(cfg, dataset, state), indent=1) + '\n', before_replace)
-  atomic_write(os.path.join(workdir, 'selections.jsonl'),
-               ''.join(json.dumps(s) + '\n' for s in selections(dataset, state)), before_replace)
+  path = os.path.join(workdir, 'results.json')
+  text = json.dumps(results(cfg, dataset, state), indent=1) + '\n'
+  try:
+    if files.read_text(path) == text:
+      return
+  except (OSError, UnicodeDecodeError):
+    pass  # not there yet (or unreadable): write it
   plot_learning_curve(os.path.join(workdir, 'learning_curve.png'), state,
                       f'{dataset.name} / {cfg.strategy} / seed {cfg.seed}')
+  atomic_write(os.path.join(workdir, 'selections.jsonl'),
+               ''.join(json.dumps(s) + '\n' for s in selections(dataset, state)), before_replace)
+  atomic_write(path, text, before_replace)
 
 
 def summary(state) -> str:

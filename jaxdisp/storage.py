@@ -19,7 +19,27 @@ from jaxdisp.errors import StorageError
 # Writes the storage refuses, by errno: what to tell the user.
 REFUSED_ERRNOS = {errno.ENOSPC: 'no space left on the device', errno.EDQUOT: 'disk quota exceeded',
                   errno.EFBIG: 'file too large (a file-size limit)',
-                  errno.EROFS: 'read-only file system'}
+                  errno.EROFS: 'read-only file system', errno.EACCES: 'permission denied',
+                  errno.EPERM: 'operation not permitted'}
+# Of those, the ones that more room (or a higher limit) cures; the others need write permission.
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def remedy(why: str) -> str:
+  """What to do about the refusal ``why`` (a value of :data:`REFUSED_ERRNOS`)."""
+  if why in (REFUSED_ERRNOS[n] for n in _FULL):
+    return 'make room (or lift the limit)'
+  return 'make it writable (or use another folder)'
+
+
+def refused_output(path, exc: BaseException) -> StorageError | None:
+  """The one-line :class:`StorageError` for an output file ``path`` whose write raised ``exc``,
+  if the storage refused it (:func:`refused_write`), else None."""
+  problem = refused_write(exc)
+  if problem is None:
+    return None
+  return StorageError(f'cannot write {os.fspath(path)}: {problem[1]}; {remedy(problem[1])}, '
+                      'then rerun the same command')
 
 
 def refused_write(exc: BaseException | None) -> tuple[str, str] | None:
@@ -54,9 +74,9 @@ def refused_writes_as_one_line(method):
       if problem is None:
         raise
       path = re.sub(r'\.orbax-checkpoint-tmp.*', '', problem[0]) or str(getattr(self, 'root', ''))
-      raise StorageError(f'cannot write the checkpoint {path}: {problem[1]}; make room (or '
-                         'lift the limit), then rerun the same command: it resumes from the '
-                         'last complete checkpoint') from None
+      raise StorageError(f'cannot write the checkpoint {path}: {problem[1]}; '
+                         f'{remedy(problem[1])}, then rerun the same command: it resumes from '
+                         'the last complete checkpoint') from None
   return wrapped
 
 

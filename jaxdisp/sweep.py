@@ -159,6 +159,7 @@ def sweep(get_config, strategies, seeds, workdir: str, overrides=(),
           report: bool = True) -> str | None:
   """Runs the sweep; returns the report's path (None without a report). Raises JaxdispError."""
   runs = plan(get_config, strategies, seeds, list(overrides))
+  cli.check_utf8_path(workdir)
   from jaxdisp import experiment  # pylint: disable=g-import-not-at-top
   os.makedirs(workdir, exist_ok=True)
   print(f'sweep: {len(runs)} runs ({", ".join(strategies)} x seeds '

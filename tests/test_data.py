@@ -162,6 +162,25 @@ def test_a_file_name_that_is_not_utf8_is_read(tmp_path):
   assert ds.num_train == 13 and 'train/cat/\udcff.png' in ds.train_ids
 
 
+# Pillow opens a 16-bit grayscale PNG in mode I;16 (older versions: I); it writes no mode-I PNG,
+# so mode I is a TIFF's bytes under a .png name (Pillow decodes by content).
+@pytest.mark.parametrize('dtype, kind', [('uint16', 'PNG'), ('int32', 'TIFF')])
+def test_a_16_bit_png_is_scaled_to_8_bits_not_clipped(dtype, kind, tmp_path):
+  write_folder(tmp_path / 'ds', classes=('a', 'b'), per_class=(2, 1))
+  gradient = (np.arange(64).reshape(8, 8) * 1040).astype(dtype)  # 0 .. 65520
+  path = tmp_path / 'ds' / 'train' / 'a' / '000.png'
+  Image.fromarray(gradient).save(path, format=kind)
+  with Image.open(path) as im:
+    assert im.mode in ('I;16', 'I') and np.asarray(im).max() == 65520  # really 16 bits
+  ds = data.image_folder(str(tmp_path / 'ds'), cache_dir=str(tmp_path / 'cache'))
+  got = np.asarray(ds.train_images)[ds.train_ids.index('train/a/000.png')]
+  expected = np.round(gradient.astype(np.float64) * 255 / 65535).astype(np.uint8)
+  assert got.shape == (8, 8, 3) and got.dtype == np.uint8
+  for channel in range(3):
+    np.testing.assert_array_equal(got[..., channel], expected)
+  assert (got == 255).mean() < 0.05  # clipping made 98% of this gradient white
+
+
 def test_tfds_offline_error_names_the_alternatives(tmp_path):
   with pytest.raises(DataError, match='not prepared') as err:
     data.from_tfds('cifar10', data_dir=str(tmp_path))

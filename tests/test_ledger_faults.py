@@ -4,10 +4,13 @@ the folders ``1/ 2/ 3/`` (so class '1' has index 0), stopped after round 0, copi
 
 import contextlib
 import csv
+import errno
 import io
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -209,3 +212,30 @@ def test_a_corrupt_results_json_is_one_line_naming_it(damage, run, tmp_path, cap
     assert 'Traceback' not in err[0]
   assert not os.path.exists(oracle.ledger_path(workdir))
   assert not os.path.exists(os.path.join(workdir, 'labels_export.csv'))
+
+
+def test_a_refused_ledger_append_is_one_line_and_leaves_the_ledger_as_it_was(run, tmp_path,
+                                                                             capsys):
+  """A disk that fills while the ledger is appended to (ENOSPC at its fsync, through the
+  sitecustomize fault injector of test_storage_and_signals): one line naming the ledger, the
+  partial append cut off, and the same import after making room imports it all."""
+  from test_storage_and_signals import one_error_line, shim_env  # pylint: disable=g-import-not-at-top
+  _, workdir, queries = run
+  first = answers(tmp_path, [(i, c) for i, c in queries[:5]], 'first.csv')
+  assert imported(capsys, workdir, first, '--by', 'name')[0] == 0
+  ledger_file = oracle.ledger_path(workdir)
+  before = open(ledger_file, 'rb').read()
+  rest = answers(tmp_path, [(i, c) for i, c in queries[5:]], 'rest.csv')
+  command = [sys.executable, '-m', 'jaxdisp.label', 'import', '--workdir', workdir, '--file',
+             rest, '--by', 'name']
+  env = shim_env(tmp_path, FAIL_WRITE=r'/labels\.jsonl$', FAIL_ERRNO=errno.ENOSPC)
+  proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True,
+                        env={**os.environ, **env})
+  assert proc.returncode == 2, proc.stderr
+  assert one_error_line(proc) == (
+      f'error: cannot write {ledger_file}: no space left on the device; make room (or lift the '
+      'limit), then rerun the same command')
+  assert open(ledger_file, 'rb').read() == before  # no partial lines
+  proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+  assert proc.returncode == 0 and proc.stdout.startswith('imported 10 new label(s)'), proc.stderr
+  assert ledger_classes(workdir) == {i: (CLASSES.index(c), c) for i, c in queries}

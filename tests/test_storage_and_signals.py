@@ -7,30 +7,106 @@ watchdog answers SIGTERM within the grace time, and a second Ctrl-C exits at onc
 """
 
 import errno
+import glob
 import os
+import shutil
 import signal
+import subprocess
+import sys
 import textwrap
 import time
 
 import pytest
 
+from jaxdisp import files
 from _helpers import REPO, TINY, Running, cli, load_results, strategy_config
 from test_reliability import same_results
 
-_FAIL_SAVE = textwrap.dedent('''\
-    import os
-    import orbax.checkpoint as ocp
-    _at, _code = int(os.environ['FAIL_SAVE_AT']), int(os.environ['FAIL_ERRNO'])
-    _original, _calls = ocp.CheckpointManager.save, [0]
+# The fault injector, a sitecustomize put on PYTHONPATH (no hook in jaxdisp itself), set by
+# environment variables: FAIL_SAVE_AT=n makes orbax's n-th CheckpointManager.save raise
+# FAIL_ERRNO; FAIL_WRITE=regex makes the FAIL_WRITE_AT-th (default 1st) fsync of a file whose
+# path matches raise FAIL_ERRNO (its bytes were written: a disk full at flush time); READONLY=dir
+# refuses every write, creation, rename and removal under dir with READONLY_ERRNO (as a
+# read-only mount would, for root as well).
+SHIM = textwrap.dedent('''\
+    import builtins, os, re
+    _env = os.environ
+    if 'FAIL_SAVE_AT' in _env:
+      import orbax.checkpoint as ocp
+      _at, _code = int(_env['FAIL_SAVE_AT']), int(_env['FAIL_ERRNO'])
+      _original, _calls = ocp.CheckpointManager.save, [0]
 
-    def _save(self, step, *args, **kwargs):
-      _calls[0] += 1
-      if _calls[0] == _at:
-        raise OSError(_code, os.strerror(_code), str(self.directory / str(step)))
-      return _original(self, step, *args, **kwargs)
+      def _save(self, step, *args, **kwargs):
+        _calls[0] += 1
+        if _calls[0] == _at:
+          raise OSError(_code, os.strerror(_code), str(self.directory / str(step)))
+        return _original(self, step, *args, **kwargs)
 
-    ocp.CheckpointManager.save = _save
+      ocp.CheckpointManager.save = _save
+    if 'FAIL_WRITE' in _env:
+      _pattern, _code = re.compile(_env['FAIL_WRITE']), int(_env['FAIL_ERRNO'])
+      _nth, _seen, _fsync = int(_env.get('FAIL_WRITE_AT', '1')), [0], os.fsync
+
+      def _failing_fsync(fd):
+        try:
+          name = os.readlink(f'/proc/self/fd/{fd}')
+        except OSError:
+          name = ''
+        if _pattern.search(name):
+          _seen[0] += 1
+          if _seen[0] == _nth:
+            raise OSError(_code, os.strerror(_code))
+        return _fsync(fd)
+
+      os.fsync = _failing_fsync
+    if 'READONLY' in _env:
+      _root, _code = os.path.abspath(_env['READONLY']), int(_env['READONLY_ERRNO'])
+      _WRITE = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+
+      def _inside(path):
+        try:
+          path = os.path.abspath(os.fsdecode(path))
+        except TypeError:  # a file descriptor
+          return False
+        return path == _root or path.startswith(_root + os.sep)
+
+      def _refuse(path):
+        raise OSError(_code, os.strerror(_code), os.fsdecode(path))
+
+      def _guard(original, writes=lambda *a, **k: True):
+        def guarded(path, *args, **kwargs):
+          if _inside(path) and writes(*args, **kwargs):
+            _refuse(path)
+          return original(path, *args, **kwargs)
+        return guarded
+
+      _mode = lambda mode='r', *a, **k: any(c in k.get('mode', mode) for c in 'wax+')
+      builtins.open = _guard(builtins.open, _mode)
+      import io
+      io.open = builtins.open
+      os.open = _guard(os.open, lambda flags, *a, **k: flags & _WRITE)
+      for _name in ('mkdir', 'unlink', 'remove', 'rmdir', 'truncate', 'chmod', 'utime'):
+        setattr(os, _name, _guard(getattr(os, _name)))
+      for _name in ('replace', 'rename'):
+        setattr(os, _name, _guard(getattr(os, _name)))
     ''')
+
+
+def shim_env(tmp_path, **variables) -> dict:
+  """The environment of a subprocess that runs with :data:`SHIM` set by ``variables``."""
+  shim = tmp_path / 'shim'
+  shim.mkdir(exist_ok=True)
+  (shim / 'sitecustomize.py').write_text(SHIM)
+  return {'PYTHONPATH': os.pathsep.join([str(shim), REPO]),
+          **{k: str(v) for k, v in variables.items()}}
+
+
+def one_error_line(proc) -> str:
+  """The one ``error:`` line of a failed command (and no traceback)."""
+  assert 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+  errors = [l for l in proc.stderr.splitlines() if l.startswith('error:')]
+  assert len(errors) == 1, proc.stderr[-3000:]
+  return errors[0]
 
 
 @pytest.mark.parametrize('at, code, why, where', [
@@ -40,12 +116,8 @@ _FAIL_SAVE = textwrap.dedent('''\
 ])
 def test_a_refused_checkpoint_write_is_one_line_and_the_rerun_resumes(
     at, code, why, where, straight, tmp_path):
-  shim = tmp_path / 'shim'
-  shim.mkdir()
-  (shim / 'sitecustomize.py').write_text(_FAIL_SAVE)
   workdir = tmp_path / 'run'
-  proc = cli(workdir, check=False, env={'PYTHONPATH': str(shim), 'FAIL_SAVE_AT': str(at),
-                                        'FAIL_ERRNO': str(code)})
+  proc = cli(workdir, check=False, env=shim_env(tmp_path, FAIL_SAVE_AT=at, FAIL_ERRNO=code))
   assert proc.returncode == 2, proc.stderr[-3000:]
   assert 'Traceback' not in proc.stderr, proc.stderr[-3000:]
   last = proc.stderr.strip().splitlines()[-1]
@@ -53,6 +125,78 @@ def test_a_refused_checkpoint_write_is_one_line_and_the_rerun_resumes(
   assert why in last and where in last and str(workdir) in last, last
   cli(workdir)  # room again: the rerun resumes from the last complete checkpoint
   same_results(straight, load_results(workdir))
+
+
+@pytest.mark.parametrize('pattern, at, code, why, name', [
+    # results.json after round 1 (its round checkpoint is saved: the rerun writes the outputs)
+    (r'/\.results\.json\.', 2, errno.ENOSPC, 'no space left on the device', 'results.json'),
+    # round 1's pool diagnostics (inside the round: the rerun scores and selects it again)
+    (r'/diagnostics/\.round_1\.npz\.', 1, errno.EFBIG, 'file too large',
+     os.path.join('diagnostics', 'round_1.npz')),
+])
+def test_a_refused_output_write_is_one_line_and_the_rerun_completes(
+    pattern, at, code, why, name, straight, tmp_path):
+  workdir = tmp_path / 'run'
+  proc = cli(workdir, check=False,
+             env=shim_env(tmp_path, FAIL_WRITE=pattern, FAIL_WRITE_AT=at, FAIL_ERRNO=code))
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  line = one_error_line(proc)
+  assert line.startswith(f'error: cannot write {workdir / name}: {why}'), line
+  assert line.endswith('make room (or lift the limit), then rerun the same command'), line
+  assert not glob.glob(str(workdir / '**' / ('*' + files.TMP_SUFFIX)), recursive=True)
+  cli(workdir)  # room again: the rerun completes
+  same_results(straight, load_results(workdir))
+
+
+def _snapshot(folder) -> dict:
+  """{path: (size, mtime_ns)} of every file under ``folder``."""
+  out = {}
+  for base, _, names in os.walk(folder):
+    for n in names:
+      st = os.stat(os.path.join(base, n))
+      out[os.path.join(base, n)] = (st.st_size, st.st_mtime_ns)
+  return out
+
+
+@pytest.mark.parametrize('how', ['EROFS', 'EACCES', 'chmod'])
+def test_a_read_only_finished_run_reruns_and_reports_or_names_the_path(
+    how, straight_workdir, tmp_path):
+  """A finished run's rerun needs no write (it says it is done); the report and the label
+  export, which must write, say which path they cannot write, in one line."""
+  sweep = tmp_path / 'sweep'
+  workdir = sweep / 'dispersion-seed0'
+  shutil.copytree(straight_workdir, workdir)
+  if how == 'chmod':
+    if os.geteuid() == 0:
+      pytest.skip('root writes through chmod a-w; the EROFS/EACCES cases inject the refusal')
+    env = {}
+    subprocess.run(['chmod', '-R', 'a-w', str(sweep)], check=True)
+  else:
+    env = shim_env(tmp_path, READONLY=sweep, READONLY_ERRNO=getattr(errno, how))
+  why = 'read-only file system' if how == 'EROFS' else 'permission denied'
+  before = _snapshot(sweep)
+  try:
+    proc = cli(workdir, env=env)
+    assert 'Traceback' not in proc.stderr and 'error:' not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stdout.splitlines()[:2] == [
+        f'{workdir}: the run is already finished (3 rounds); nothing to do',
+        'round  labeled  test_acc  balanced  train_s  score_s'], proc.stdout
+    report = subprocess.run([sys.executable, '-m', 'jaxdisp.report', str(sweep)], cwd=REPO,
+                            capture_output=True, text=True, env={**os.environ, **env})
+    assert report.returncode == 2, report.stderr[-3000:]
+    assert one_error_line(report) == (
+        f'error: cannot write {sweep / "report"}: {why}; make it writable (or use another '
+        'folder), then rerun the same command')
+    export = subprocess.run([sys.executable, '-m', 'jaxdisp.label', 'export', '--workdir',
+                             str(workdir)], cwd=REPO, capture_output=True, text=True,
+                            env={**os.environ, **env})
+    assert export.returncode == 2, export.stderr[-3000:]
+    assert one_error_line(export).startswith(
+        f'error: cannot write {workdir / "labels_export.csv"}: {why}; '), export.stderr
+    assert _snapshot(sweep) == before  # nothing written, nothing removed
+  finally:
+    if how == 'chmod':
+      subprocess.run(['chmod', '-R', 'u+w', str(sweep)], check=True)
 
 
 _SLEEPY = """

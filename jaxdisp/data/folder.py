@@ -21,7 +21,10 @@ from jaxdisp.data.dataset import Dataset
 from jaxdisp.errors import DataError
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png')
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: 16-bit images scaled to 8 bits, not clipped at 255
+# Pillow's modes of one-channel images with more than 8 bits (a 16-bit grayscale PNG); 16-bit RGB
+# PNGs Pillow reads as 8-bit RGB itself (keeping each value's high byte).
+_WIDE_GRAY = ('I', 'I;16', 'I;16L', 'I;16B', 'I;16N')
 
 
 def _stat(path: str, want_dir: bool = False) -> os.stat_result:
@@ -88,9 +91,17 @@ def _decode(path: str) -> np.ndarray:
   from PIL import Image  # pylint: disable=g-import-not-at-top
   try:
     with Image.open(path) as im:
+      if im.mode in _WIDE_GRAY:  # convert('RGB') would clip every value above 255 to white
+        return _gray16_to_rgb8(np.asarray(im))
       return np.asarray(im.convert('RGB'), dtype=np.uint8)
   except Exception as e:  # pylint: disable=broad-except
     raise DataError(f'cannot decode image {path}: {type(e).__name__}: {e}'.splitlines()[0]) from e
+
+
+def _gray16_to_rgb8(values: np.ndarray) -> np.ndarray:
+  """A 16-bit grayscale image (0..65535) as 8-bit RGB: value / 257 (65535 -> 255), rounded."""
+  gray = np.clip(np.rint(values.astype(np.float64) / 257.0), 0, 255).astype(np.uint8)
+  return np.repeat(gray[..., None], 3, axis=-1)
 
 
 def _decode_all(root: str, files, like: tuple[str, tuple] | None = None) -> np.ndarray:

@@ -86,6 +86,7 @@ def main(argv=None) -> int:
   exp.add_argument('--out', default='', help='default: <workdir>/labels_export.csv')
   args = p.parse_args(argv)
   try:
+    cli.check_utf8_path(args.workdir)
     if not files.is_dir(args.workdir):
       raise JaxdispError(f'--workdir {args.workdir} does not exist')
     if args.command == 'import':

@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 import sys
 
-from jaxdisp.errors import JaxdispError
-from jaxdisp.files import atomic_write, remove_stale_temporaries
+from jaxdisp.errors import JaxdispError, ReportError
+from jaxdisp.files import atomic_write, makedirs, remove_stale_temporaries
 from jaxdisp.cli import ArgumentParser
 from jaxdisp.report.plots import plot_dispersion_hist, plot_learning_curves
 from jaxdisp.report.sections import build
@@ -24,8 +24,11 @@ def write_report(workdir: str, out: str | None = None, allow_mixed_models: bool 
   Every file is written atomically; the temporaries a killed report left in ``out`` are
   removed first."""
   out = out or os.path.join(workdir, 'report')
+  if os.path.lexists(out) and not os.path.isdir(out):
+    raise ReportError(f'--out {out} exists and is not a folder: name a folder for report.md and '
+                      'its figures (it is made if missing)')
   text, figures = build(workdir, allow_mixed_models)
-  os.makedirs(out, exist_ok=True)
+  makedirs(out)
   remove_stale_temporaries(out)
   title = f'{os.path.basename(os.path.abspath(workdir))}: test accuracy, mean ± std over seeds'
   plot_learning_curves(os.path.join(out, 'learning_curves.png'), figures['curves'], title)
