@@ -105,6 +105,8 @@ def _training_groups(c: ml_collections.ConfigDict) -> None:
   # fori_loop; best on TPU/GPU), 'host' = one call per step, dispatched asynchronously (XLA:CPU
   # runs conv gradients 10-40x slower inside loops), 'auto' = host on CPU, device elsewhere.
   c.train.step_loop = 'auto'
+  # How K > 1 members run (train/members.py): 'vmap' | 'map' (lax.map) | 'loop' | 'auto'
+  c.train.member_map = 'auto'
 
   c.al = ml_collections.ConfigDict()
   c.al.initial_size = 5000
@@ -299,6 +301,8 @@ def _check_training(cfg) -> None:
   check(t.eval_batch_size > 0, f'train.eval_batch_size={t.eval_batch_size} must be positive')
   check(t.step_loop in ('auto', 'device', 'host'),
         f"train.step_loop={t.step_loop!r} must be 'auto', 'device' or 'host'")
+  check(t.member_map in ('auto', 'vmap', 'map', 'loop'),
+        f"train.member_map={t.member_map!r} must be 'auto', 'vmap', 'map' or 'loop'")
   check(t.learning_rate > 0, f'train.learning_rate={t.learning_rate} must be positive')
   check(0.0 <= t.momentum < 1.0, f'train.momentum={t.momentum} must be in [0, 1)')
   check(t.weight_decay >= 0, f'train.weight_decay={t.weight_decay} must be >= 0')

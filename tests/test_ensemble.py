@@ -205,22 +205,26 @@ def test_a_trained_round_selects_the_same_ids_on_one_and_four_devices():
   assert got[4, 'vote'] != got[4, 'bald']
 
 
-# ---- (b) training: K vmapped members == K members one by one -------------------------------------
+# ---- (b) training: K members (vmap, lax.map or unrolled) == K members one by one ----------------
 
-@pytest.mark.parametrize('step_loop, placement', [
-    ('host', 'replicated'),
-    pytest.param('device', 'replicated', marks=pytest.mark.extended),
-    pytest.param('host', 'sharded', marks=pytest.mark.extended)])
-def test_vmapped_members_equal_members_trained_one_by_one(step_loop, placement):
+@pytest.mark.parametrize('step_loop, placement, member_map', [
+    ('host', 'replicated', 'vmap'), ('host', 'replicated', 'map'), ('host', 'replicated', 'loop'),
+    pytest.param('device', 'replicated', 'vmap', marks=pytest.mark.extended),
+    pytest.param('device', 'replicated', 'map', marks=pytest.mark.extended),
+    pytest.param('device', 'replicated', 'loop', marks=pytest.mark.extended),
+    pytest.param('host', 'sharded', 'vmap', marks=pytest.mark.extended),
+    pytest.param('host', 'sharded', 'loop', marks=pytest.mark.extended)])
+def test_members_equal_members_trained_one_by_one(step_loop, placement, member_map):
   """On 4 devices, with the CPU's host step loop, the fused device epoch, and training images
-  split over the devices (``dataset.placement=sharded``: a shard_map gather under vmap)."""
+  split over the devices (``dataset.placement=sharded``: a shard_map gather under the member
+  map), for every ``train.member_map``: member m is the single model with m's keys."""
   members, epochs = 3, 2
   ds = _dataset()
   mesh = MESHES[4]
   _, setup_k = _small_setup(mesh, members, step_loop=step_loop)
   _, setup_1 = _small_setup(mesh, 1, step_loop=step_loop)
   sharded = placement == 'sharded'
-  setup_k = dataclasses.replace(setup_k, shard_train=sharded)
+  setup_k = dataclasses.replace(setup_k, shard_train=sharded, member_map=member_map)
   setup_1 = dataclasses.replace(setup_1, shard_train=sharded)
   steps_k, steps_1 = train.compile_steps(setup_k), train.compile_steps(setup_1)
   dd = input_pipeline.put_data(ds, mesh, sharded)
@@ -257,6 +261,39 @@ def test_vmapped_members_equal_members_trained_one_by_one(step_loop, placement):
   assert 0.0 <= ens <= 1.0
 
 
+def test_member_maps_give_the_same_pool_outputs_and_auto_is_per_backend():
+  """The pool pass and the test evaluation of the same members under vmap, lax.map and the
+  unrolled loop agree; ``auto`` is the measured faster one per backend (benchmarks/
+  ensemble_cost.py): the unrolled loop on CPU, vmap on GPU/TPU."""
+  assert train.resolve_member_map('auto', 'cpu') == 'loop'
+  assert [train.resolve_member_map('auto', b) for b in ('gpu', 'tpu')] == ['vmap', 'vmap']
+  assert train.resolve_member_map('map', 'gpu') == 'map'
+  members, mesh, ds = 3, MESHES[1], _dataset()
+  cfg, setup = _small_setup(mesh, members)
+  assert setup.member_map == 'loop'  # auto, on this CPU mesh
+  host = _random_members(setup, members, seed=2)
+  states = parallel.put_replicated(host, mesh)
+  dd = input_pipeline.put_data(ds, mesh)
+  pool, n = train.index_buffer(np.arange(40, 200), train.pool_capacity(setup, 160), mesh)
+  frozen = ml_collections.FrozenConfigDict(cfg)
+  got = {}
+  for how in ('vmap', 'map', 'loop'):
+    s = dataclasses.replace(setup, member_map=how)
+    out = jax.jit(functools.partial(strategies.pool_outputs, s, frozen),
+                  static_argnames=('outputs',))(
+        states, dd, pool, n, jax.random.key(3), outputs=('ensemble_bald', 'probs', 'features'))
+    probs = jax.jit(functools.partial(train.member_probs, s))(
+        states, input_pipeline.normalize(dd.test_images[:16], dd.mean, dd.std, jnp.float32))
+    got[how] = ({k: np.asarray(v) for k, v in out.items()}, np.asarray(probs),
+                jax.device_get(jax.jit(functools.partial(train.evaluate_members, s))(states, dd)))
+  for how in ('map', 'loop'):
+    for key, v in got['vmap'][0].items():
+      np.testing.assert_allclose(got[how][0][key], v, atol=1e-5)
+    np.testing.assert_allclose(got[how][1], got['vmap'][1], atol=1e-5)
+    assert got[how][1].shape == (members, 16, 10)
+    assert got[how][2]['class_correct'].tolist() == got['vmap'][2]['class_correct'].tolist()
+
+
 # ---- (f) config errors ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize('overrides, message', [
@@ -265,6 +302,8 @@ def test_vmapped_members_equal_members_trained_one_by_one(step_loop, placement):
     ({'strategy': 'ensemble', 'ensemble.members': 0}, 'needs ensemble.members >= 2, got 0'),
     ({'strategy': 'ensemble', 'ensemble.score': 'mean'},
      "ensemble.score='mean' must be 'vote' or 'bald'"),
+    ({'strategy': 'ensemble', 'train.member_map': 'scan'},
+     "train.member_map='scan' must be 'auto', 'vmap', 'map' or 'loop'"),
 ])
 def test_bad_values_are_one_line_errors(overrides, message):
   with pytest.raises(ConfigError, match=message.replace('(', r'\(').replace(')', r'\)')) as e:

@@ -364,9 +364,10 @@ def pool_outputs(setup: train.TrainSetup, cfg, state: train.TrainState, data, id
   """The named ``outputs`` of the final model on the rows ``idx`` (one forward pass; eval mode).
 
   Jit it with ``outputs`` static (the caller closes over ``setup`` and ``cfg``). An ensemble
-  (``setup.members > 1``, ``state`` stacked) runs every member on each chunk, vmapped: one forward
-  pass per member, never more than ``[K, chunk, C]`` probabilities at a time. A model with an
-  auxiliary head (``setup.aux``) gives its output in the same forward pass (``ChunkInputs.aux``).
+  (``setup.members > 1``, ``state`` stacked) runs every member on each chunk
+  (``train.over_members``: vmap or lax.map): one forward pass per member, never more than ``[K,
+  chunk, C]`` probabilities at a time. A model with an auxiliary head (``setup.aux``) gives its
+  output in the same forward pass (``ChunkInputs.aux``).
   """
   v = train.variables(state)
   ensemble = setup.members > 1
@@ -379,9 +380,10 @@ def pool_outputs(setup: train.TrainSetup, cfg, state: train.TrainState, data, id
     x = train.model_inputs(setup, data, chunk_idx)
     probs = aux = None
     if ensemble:
-      feats_k = jax.vmap(lambda vk: setup.model.apply(vk, x, method='embed'))(members_v)
-      logits_k = jax.vmap(lambda vk, f: setup.model.apply(vk, f, method='classify'))(
-          members_v, feats_k)
+      def member(vk):
+        f = setup.model.apply(vk, x, method='embed')
+        return f, setup.model.apply(vk, f, method='classify')
+      feats_k, logits_k = train.over_members(setup, member, members_v)  # vmap or lax.map
       feats, probs = feats_k[0], jax.nn.softmax(logits_k.astype(jnp.float32))
     elif setup.aux is not None:
       feats, aux = setup.model.apply(v, x, method='embed_aux')

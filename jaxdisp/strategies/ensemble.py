@@ -44,7 +44,7 @@ from jaxdisp.strategies import base
 SCORES = ('vote', 'bald')
 
 CONFIG = ml_collections.ConfigDict()
-CONFIG.members = 5  # models trained per round (>= 2), vmapped
+CONFIG.members = 5  # models trained per round (>= 2), in one program
 CONFIG.score = 'vote'  # 'vote' (entropy of the members' argmax votes) | 'bald' (mutual info)
 
 

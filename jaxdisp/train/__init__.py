@@ -44,21 +44,22 @@ from jaxdisp.train.recording import (
     STATS, Recording, empty_history, empty_stats, epoch_end, history_dtype, history_sharding,
     record_epoch, record_pool)
 from jaxdisp.train.members import (
-    evaluate_members, init_members, member_keys, member_probs, members_epoch_begin,
-    members_epoch_end, members_epoch_step, members_train_epoch)
+    MEMBER_MAPS, evaluate_members, init_members, member_keys, member_probs, members_epoch_begin,
+    members_epoch_end, members_epoch_step, members_train_epoch, over_members, resolve_member_map)
 from jaxdisp.train.aux_head import AuxHead, ClassifierWithAux, with_aux_head
 from jaxdisp.train.program import (
     Steps, compile_steps, make_setup, shards_train_images, step_loop, train_epoch)
 from jaxdisp.train import loop  # pylint: disable=g-bad-import-order
 
 __all__ = [
-    'AuxHead', 'ClassifierWithAux', 'DIVERGENCE_FACTOR', 'EpochMetrics', 'MIN_BUCKET',
-    'Objective', 'Recording', 'STATS', 'StepSums', 'Steps', 'TASK_LOSS', 'TaskLoss', 'Terms',
-    'TrainSetup', 'TrainState', 'accuracy_on_test', 'compile_steps', 'cross_entropy',
-    'diverged', 'empty_history', 'empty_stats', 'epoch_begin', 'epoch_end', 'epoch_metrics',
-    'epoch_problem', 'epoch_step', 'evaluate', 'evaluate_members', 'history_dtype',
-    'history_sharding', 'index_buffer', 'init_members', 'init_state', 'labeled_capacity', 'loop',
-    'lr_for_epoch', 'make_optimizer', 'make_setup', 'member_keys', 'member_probs',
-    'members_epoch_begin', 'members_epoch_end', 'members_epoch_step', 'members_train_epoch',
-    'model_inputs', 'pool_capacity', 'record_epoch', 'record_pool', 'shards_train_images',
-    'step_loop', 'train_epoch', 'train_step', 'variables', 'with_aux_head']
+    'AuxHead', 'ClassifierWithAux', 'DIVERGENCE_FACTOR', 'EpochMetrics', 'MEMBER_MAPS',
+    'MIN_BUCKET', 'Objective', 'Recording', 'STATS', 'StepSums', 'Steps', 'TASK_LOSS',
+    'TaskLoss', 'Terms', 'TrainSetup', 'TrainState', 'accuracy_on_test', 'compile_steps',
+    'cross_entropy', 'diverged', 'empty_history', 'empty_stats', 'epoch_begin', 'epoch_end',
+    'epoch_metrics', 'epoch_problem', 'epoch_step', 'evaluate', 'evaluate_members',
+    'history_dtype', 'history_sharding', 'index_buffer', 'init_members', 'init_state',
+    'labeled_capacity', 'loop', 'lr_for_epoch', 'make_optimizer', 'make_setup', 'member_keys',
+    'member_probs', 'members_epoch_begin', 'members_epoch_end', 'members_epoch_step',
+    'members_train_epoch', 'model_inputs', 'over_members', 'pool_capacity', 'record_epoch',
+    'record_pool', 'resolve_member_map', 'shards_train_images', 'step_loop', 'train_epoch',
+    'train_step', 'variables', 'with_aux_head']

@@ -2,11 +2,23 @@
 = K > 1; a strategy asks for them with ``Strategy.members(cfg)``, e.g. a deep ensemble).
 
 The state is a :class:`~jaxdisp.train.state.TrainState` whose every leaf has a leading member
-axis ``[K, ...]``, stepped by ``jax.vmap`` of the single model's steps inside the same compiled
-functions. Member ``m`` gets its own initialisation and its own shuffle, augmentation and dropout
-keys: the single model's keys folded with ``m`` (:func:`member_keys`), so member ``m`` is exactly
-the single model trained with those keys. The batch axis stays split over ``data``; the member
-axis is replicated (every device holds every member, as it holds the single model). The epoch's
+axis ``[K, ...]``, stepped by the single model's steps mapped over that axis inside the same
+compiled functions (:func:`over_members`, ``TrainSetup.member_map``, from ``train.member_map``):
+
+* ``vmap``: ``jax.vmap``, one batched program (right on GPU/TPU). On XLA:CPU a convolution
+  vmapped over stacked weights becomes a grouped convolution that runs far slower than K plain
+  ones;
+* ``loop``: the members one after another, unrolled in the traced program (K ordinary copies of
+  the single model's step; compile time grows with K);
+* ``map``: ``jax.lax.map``, a scan over the members (one copy of the step; XLA:CPU runs a
+  convolution's gradient slowly inside a loop, jax-ml/jax#12868);
+* ``auto``: ``loop`` on CPU, ``vmap`` elsewhere (:func:`resolve_member_map`; measured by
+  ``benchmarks/ensemble_cost.py``).
+
+Member ``m`` gets its own initialisation and its own shuffle, augmentation and dropout keys: the
+single model's keys folded with ``m`` (:func:`member_keys`), so member ``m`` is exactly the
+single model trained with those keys. The batch axis stays split over ``data``; the member axis
+is replicated (every device holds every member, as it holds the single model). The epoch's
 metrics are the members' mean loss and accuracy (finite only when all are), and a recorded
 prediction history is member 0's. K = 1 never takes this path: the single model's steps are
 compiled as they are.
@@ -27,6 +39,29 @@ from jaxdisp.train.state import TrainSetup, TrainState, init_state, variables
 
 Array = jax.Array
 
+MEMBER_MAPS = ('auto', 'vmap', 'map', 'loop')
+
+
+def resolve_member_map(member_map: str, backend: str) -> str:
+  """``vmap``, ``map`` or ``loop``: ``member_map``, or for ``auto`` the faster one on
+  ``backend`` as measured (``benchmarks/ensemble_cost.py``): ``loop`` on ``cpu``, ``vmap`` on
+  GPU/TPU."""
+  if member_map != 'auto':
+    return member_map
+  return 'loop' if backend == 'cpu' else 'vmap'
+
+
+def over_members(setup: TrainSetup, fn, *xs):
+  """``fn(*x)`` for every member's slice ``x`` of ``xs`` (pytrees with a leading ``[K]``
+  axis), stacked on that axis: ``jax.vmap(fn)``, ``jax.lax.map`` or a Python loop over the
+  members (``setup.member_map``). Arguments every member shares are closed over by ``fn``."""
+  if setup.member_map == 'map':
+    return jax.lax.map(lambda x: fn(*x), xs)
+  if setup.member_map == 'loop':
+    outs = [fn(*jax.tree.map(lambda a, m=m: a[m], xs)) for m in range(setup.members)]
+    return jax.tree.map(lambda *o: jnp.stack(o), *outs)
+  return jax.vmap(fn)(*xs)
+
 
 def member_keys(key: Array, members: int) -> Array:
   """``[members]`` keys: ``fold_in(key, m)`` for member ``m``."""
@@ -41,8 +76,8 @@ def init_members(setup: TrainSetup, key: Array) -> TrainState:
 def members_epoch_begin(setup: TrainSetup, states: TrainState, labeled: Array,
                         num_labeled: Array, key: Array):
   """``steps.epoch_begin`` of every member, each with its own key (its own data order)."""
-  return jax.vmap(functools.partial(steps.epoch_begin, setup), in_axes=(0, None, None, 0))(
-      states, labeled, num_labeled, member_keys(key, setup.members))
+  return over_members(setup, lambda s, k: steps.epoch_begin(setup, s, labeled, num_labeled, k),
+                      states, member_keys(key, setup.members))
 
 
 def members_epoch_step(setup: TrainSetup, step: Array, carry: tuple[TrainState, StepSums],
@@ -51,7 +86,7 @@ def members_epoch_step(setup: TrainSetup, step: Array, carry: tuple[TrainState, 
   """``steps.epoch_step`` of every member (``carry``, ``shuffled``, ``k_steps``: per member)."""
   def one(c, order, k):
     return steps.epoch_step(setup, step, c, data, order, num_labeled, k)
-  return jax.vmap(one)(carry, shuffled, k_steps)
+  return over_members(setup, one, carry, shuffled, k_steps)
 
 
 def _mean_metrics(m: EpochMetrics) -> EpochMetrics:
@@ -81,14 +116,14 @@ def members_epoch_end(setup: TrainSetup, states: TrainState, history: Array, sta
                                                num_pool, k, rate, num_steps)
     return state, metrics
 
-  states, metrics = jax.vmap(one)(states, sums, k_pool, lr)
+  states, metrics = over_members(setup, one, states, sums, k_pool, lr)
   return states, history, stats, _mean_metrics(metrics)
 
 
 def members_train_epoch(setup: TrainSetup, states: TrainState, history: Array, stats: dict,
                         data: DeviceData, labeled: Array, num_labeled: Array, pool: Array,
                         num_pool: Array, key: Array):
-  """``train_epoch`` of every member, vmapped in one program (device step loop)."""
+  """``train_epoch`` of every member in one program (device step loop)."""
   return loop.epoch_on_device((members_epoch_begin, members_epoch_step, members_epoch_end),
                               setup, states, history, stats, data, labeled, num_labeled, pool,
                               num_pool, key)
@@ -96,7 +131,8 @@ def members_train_epoch(setup: TrainSetup, states: TrainState, history: Array, s
 
 def member_probs(setup: TrainSetup, states: TrainState, x: Array) -> Array:
   """``[K, n, C]`` softmax probabilities of every member on the normalised images ``x``."""
-  logits = jax.vmap(lambda v: setup.model.apply(v, x, train=False))(variables(states))
+  logits = over_members(setup, lambda v: setup.model.apply(v, x, train=False),
+                        variables(states))
   return jax.nn.softmax(logits.astype(jnp.float32))
 
 

@@ -18,7 +18,8 @@ from jaxdisp.input_pipeline import DeviceData
 from jaxdisp.train import loop, recording, steps
 from jaxdisp.train.aux_head import AuxHead, with_aux_head
 from jaxdisp.train.members import (evaluate_members, init_members, members_epoch_begin,
-                                   members_epoch_end, members_epoch_step, members_train_epoch)
+                                   members_epoch_end, members_epoch_step, members_train_epoch,
+                                   resolve_member_map)
 from jaxdisp.train.state import TrainSetup, TrainState, init_state, make_optimizer
 
 Array = jax.Array
@@ -48,7 +49,8 @@ def make_setup(cfg, mesh: Mesh, image_shape, num_classes: int, record: bool,
       recording=recording.Recording.from_config(cfg, record, stats),
       shard_train=shards_train_images(cfg),
       compute_dtype=jnp.bfloat16 if cfg.model.dtype == 'bfloat16' else jnp.float32,
-      step_loop=step_loop(cfg, mesh), members=int(members), aux=aux)
+      step_loop=step_loop(cfg, mesh), members=int(members), aux=aux,
+      member_map=member_map(cfg, mesh))
 
 
 def shards_train_images(cfg) -> bool:
@@ -64,6 +66,12 @@ def step_loop(cfg, mesh: Mesh) -> str:
   if cfg.train.step_loop != 'auto':
     return cfg.train.step_loop
   return 'host' if mesh.devices.flat[0].platform == 'cpu' else 'device'
+
+
+def member_map(cfg, mesh: Mesh) -> str:
+  """How members (``members > 1``) are mapped: ``train.member_map``, ``auto`` resolved for the
+  mesh's platform."""
+  return resolve_member_map(cfg.train.member_map, mesh.devices.flat[0].platform)
 
 
 SINGLE = (steps.epoch_begin, steps.epoch_step, recording.epoch_end)

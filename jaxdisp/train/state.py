@@ -51,6 +51,7 @@ class TrainSetup:
   # K > 1 independent models trained as one program, their states stacked on a leading member
   # axis (``members.py``; ``Strategy.members``); 1 = the single model.
   members: int = 1
+  member_map: str = 'vmap'  # how the members' steps run: 'vmap' | 'map' (``members.py``)
   aux: AuxHead | None = None  # an auxiliary head (``Strategy.aux_head``), or None
 
   @property
