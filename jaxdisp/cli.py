@@ -32,6 +32,7 @@ import sys
 
 import ml_collections
 
+from jaxdisp import config_lib
 from jaxdisp.errors import ConfigError, JaxdispError
 
 # Logging of these libraries is reduced to warnings (orbax, clu and tensorstore log every write).
@@ -147,13 +148,9 @@ def _parse_tuple(raw: str, current, bad) -> tuple:
       raise bad(example) from None
     value = raw  # a path-like word, e.g. a/b*
   value = tuple(value) if isinstance(value, (tuple, list)) else (value,)
-  kinds = {type(v) for v in current}
-  if float in kinds:
-    kinds.add(int)
-  wrong = [v for v in value if kinds and type(v) not in kinds]
+  wrong = config_lib.wrong_element(value, current)
   if wrong:
-    names = ' or '.join(sorted(k.__name__ for k in kinds))
-    raise bad(f'{example} (elements: {names}; got {wrong[0]!r})')
+    raise bad(f'{example} (elements: {wrong[0]}; got {wrong[1]!r})')
   return value
 
 

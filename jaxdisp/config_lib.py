@@ -245,15 +245,19 @@ def _check_keys_and_types(cfg) -> None:
 
 
 def _check_elements(name: str, value, default) -> None:
-  """The elements of the tuple key ``name`` are of the types of its default's (an int where
-  floats are, never a bool), as ``--config.KEY=...`` reads them (jaxdisp.cli)."""
+  wrong = wrong_element(value, default)  # as --config.KEY=... reads them (jaxdisp.cli)
+  if wrong:
+    raise ConfigError(f'{name}={tuple(value)!r}: its elements must be {wrong[0]}, got {wrong[1]!r}')
+
+
+def wrong_element(value, default):
+  """(allowed types, first wrong element) or None: a tuple key's elements are of its default's
+  types (an int where floats are, never a bool)."""
   kinds = {type(v) for v in default}
   if float in kinds:
     kinds.add(int)
   wrong = [v for v in value if kinds and type(v) not in kinds]
-  if wrong:
-    names = ' or '.join(sorted(k.__name__ for k in kinds))
-    raise ConfigError(f'{name}={tuple(value)!r}: its elements must be {names}, got {wrong[0]!r}')
+  return (' or '.join(sorted(k.__name__ for k in kinds)), wrong[0]) if wrong else None
 
 
 def _check_run(cfg) -> None:
