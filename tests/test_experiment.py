@@ -72,11 +72,10 @@ def golden_for_this_platform():
   """The golden file recorded on this machine's platform (jax version and CPU model), or None.
   ``tiny_demo.json`` was recorded before the strategy plug-in redesign (on an AMD EPYC),
   ``tiny_demo.intel-xeon.json`` before the open-core refactor (issue 22; same commit's code)."""
-  here = make_golden.platform_id()
   for path in sorted(glob.glob(os.path.join(os.path.dirname(GOLDEN), 'tiny_demo*.json'))):
     with open(path) as f:
       golden = json.load(f)
-    if golden['platform'] == here:
+    if make_golden.recorded_here(golden['platform']):
       return golden
   return None
 

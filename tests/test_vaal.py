@@ -235,8 +235,10 @@ def test_sweep_and_report_read_vaal_from_the_registry():
   assert [(s, c.vaal.width) for s, _, c in runs] == [('vaal', 4), ('random', 4)]
   with pytest.raises(ConfigError, match=r'^vaal-seed0: vaal.epochs=-1.0 must be'):
     sweep.plan(tiny_config, ['vaal'], [0], [('vaal.epochs', '-1')])
-  cost = report.pool_passes('vaal', runs[0][2].to_dict())
-  assert cost.startswith('VAE + D from scratch: 100.0 x (L + P) / 128 iterations'), cost
+  cfg = runs[0][2]
+  cost = report.pool_passes('vaal', cfg.to_dict())
+  assert cost.startswith(f'VAE + D from scratch: {cfg.vaal.epochs} x (L + P) / '
+                         f'{cfg.vaal.batch_size} iterations'), cost
   assert 'vaal' in strategies.builtin_names()
 
 
