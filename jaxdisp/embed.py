@@ -285,9 +285,10 @@ def standardize_stats(x: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.
 
 
 def fit_pca(x: np.ndarray, dim: int, chunk: int = 4096) -> np.ndarray:
-  """The first ``dim`` principal axes ``[D, dim]`` of the centred rows ``x [N, D]`` (float32
-  covariance accumulated in chunks, eigendecomposed in float64); each axis' sign is fixed (its
-  largest-magnitude entry positive) so that the projection is deterministic."""
+  """The first ``dim`` principal axes ``[D, dim]`` of the rows ``x [N, D]``, which must be centred
+  (standardised): ``x^T x / (N - 1)`` accumulated in float32 a chunk of rows at a time and
+  eigendecomposed in float64. Each axis' sign is fixed (its largest-magnitude entry positive),
+  so that the projection is deterministic."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   gram = jax.jit(lambda acc, b: acc + b.T @ b)
@@ -315,8 +316,8 @@ def finish(x_train: np.ndarray, x_test: np.ndarray, pca_dim: int, dtype: str):
 
 
 def _transform(x: np.ndarray, mean, std, axes, dtype, chunk: int = 4096) -> np.ndarray:
-  """``((x - mean) / std) [@ axes]`` as ``dtype``, a chunk of rows at a time, in place of the
-  float32 rows where the dimension stays."""
+  """``((x - mean) / std) [@ axes]`` as a new ``dtype`` array, computed a chunk of rows at a
+  time (no float32 copy of the whole ``x``)."""
   dim = x.shape[1] if axes is None else axes.shape[1]
   out = np.empty((x.shape[0], dim), dtype)
   mean, scale = mean.astype(np.float32), (1.0 / std).astype(np.float32)

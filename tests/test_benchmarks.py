@@ -121,3 +121,20 @@ def test_demo_strategies_quick_times_each_strategy_against_random(tmp_path):
   assert set(vaal['demo_settings']) <= {k for k in vaal['demo_settings'] if k.startswith('vaal.')}
   assert {'max_ratio_to_random', 'slowest_strategy', 'all_within_goal'} <= set(result['headline'])
   assert 'x random' in proc.stdout
+
+
+def test_linear_probe_quick_separates_the_synthetic_classes(tmp_path):
+  """``benchmarks/linear_probe.py --quick``: a tiny synthetic embeddings file projected on 8
+  principal axes; the JSON has the accuracy and the chosen lambda."""
+  sys.path.insert(0, os.path.join(REPO, 'benchmarks'))
+  try:
+    import linear_probe  # pylint: disable=g-import-not-at-top
+  finally:
+    sys.path.pop(0)
+  assert linear_probe.main(['--quick', '--out', str(tmp_path), '--lambdas', '1e-2',
+                            '--max_iters', '20', '--pca_dims', '8']) == 0
+  with open(tmp_path / 'linear_probe_quick.json') as f:
+    result = json.load(f)
+  assert [(r['dim'], r['pca']) for r in result['runs']] == [(8, True)]
+  assert all(r['lambda'] == 1e-2 and r['test_accuracy'] > 0.5 for r in result['runs'])
+  assert {'test_accuracy', 'dim', 'by_dim', 'paper_accuracy'} <= set(result['headline'])
