@@ -39,6 +39,7 @@ rows, every other array copied.
 
 from __future__ import annotations
 
+import argparse
 import functools
 import json
 import math
@@ -379,23 +380,29 @@ def _log(message: str) -> None:
 
 
 def parse_args(argv=None):
-  p = cli.ArgumentParser(prog='python -m jaxdisp.embed', description=__doc__.splitlines()[0])
+  p = cli.ArgumentParser(
+      prog='python -m jaxdisp.embed', formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+      description='An image folder as an embeddings .npz: the single-layer K-means features of '
+                  'Coates, Lee & Ng (AISTATS 2011), no weights downloaded (docs/embed.md).')
   p.add_argument('--root', default='', help='image folder: <root>/<split>/<class>/*.jpg')
   p.add_argument('--from_npz', default='',
                  help='instead of --root: an embeddings .npz (this command\'s or any other) to '
                       'standardise and reduce to --pca_dim dimensions')
   p.add_argument('--out', required=True, help='the .npz file to write')
-  p.add_argument('--train_split', default='train')
-  p.add_argument('--test_split', default='test')
+  p.add_argument('--train_split', default='train',
+                 help='split folder of the training images')
+  p.add_argument('--test_split', default='test', help='split folder of the test images')
   p.add_argument('--centroids', type=int, default=1600, help='K (features: 4 K before PCA)')
   p.add_argument('--patches', type=int, default=400_000, help='random patches for ZCA and K-means')
   p.add_argument('--iterations', type=int, default=10, help='K-means (Lloyd) iterations')
   p.add_argument('--stride', type=int, default=1, help='step between encoded patches')
   p.add_argument('--pca_dim', type=int, default=0,
                  help='project on this many principal components (0: keep all 4 K)')
-  p.add_argument('--dtype', choices=DTYPES, default='float16')
-  p.add_argument('--seed', type=int, default=0)
-  p.add_argument('--chunk', type=int, default=8, help='images per compiled call')
+  p.add_argument('--dtype', choices=DTYPES, default='float16', help='of the written features')
+  p.add_argument('--seed', type=int, default=0,
+                 help='subsets, patches and the K-means start')
+  p.add_argument('--chunk', type=int, default=8,
+                 help='images per compiled call (memory: chunk x 729 x K floats)')
   p.add_argument('--limit_train', type=int, default=0, help='a random subset of this size (0: all)')
   p.add_argument('--limit_test', type=int, default=0, help='a random subset of this size (0: all)')
   p.add_argument('--cache_dir', default='',
