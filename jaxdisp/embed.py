@@ -631,9 +631,10 @@ def main(argv=None) -> int:
   size = os.path.getsize(args.out)
   phases = ', '.join(f'{k[:-2]} {v:.1f}' for k, v in record['seconds'].items()
                      if k != 'total_s')
+  phases = f' ({phases} s)' if phases else ''
   _log(f'wrote {args.out}: x_train {record["num_train"]:,} x {record["dim"]} and x_test '
        f'{record["num_test"]:,} x {record["dim"]} {record["dtype"]}, {size / 2**20:.1f} MiB, in '
-       f'{time.perf_counter() - t0:.1f} s ({phases} s)')
+       f'{time.perf_counter() - t0:.1f} s{phases}')
   return 0
 
 
