@@ -104,8 +104,9 @@ def _open(root: str):
                     'folder of .npy files)')
   try:
     z = np.load(root, allow_pickle=False)
-  except _READ_ERRORS as e:
-    raise DataError(f'cannot read {root}: {_reason(e)} (expected an .npz archive written by '
+  except _READ_ERRORS as e:  # numpy tries pickle last: neither a zip archive nor an .npy
+    reason = 'not an .npz or .npy file' if 'pickle' in str(e) else _reason(e)
+    raise DataError(f'cannot read {root}: {reason} (expected an .npz archive written by '
                     'np.savez)') from None
   if not isinstance(z, np.lib.npyio.NpzFile):
     raise DataError(f'{root} holds one array, not an .npz archive of x_train, y_train, x_test, '
@@ -125,8 +126,6 @@ def _reason(e: Exception) -> str:
   text = ' '.join(str(e).split()) or type(e).__name__
   if 'Object arrays' in text or 'Python objects' in text:
     return 'it holds Python objects; save strings as a string array, e.g. np.array(names, str)'
-  if 'pickled data' in text:  # neither a zip archive nor an .npy header
-    return 'not an .npz or .npy file'
   return f'{type(e).__name__}: {text}' if isinstance(e, (zipfile.BadZipFile, zlib.error)) else text
 
 
