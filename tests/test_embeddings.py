@@ -155,7 +155,7 @@ def test_a_run_killed_mid_round_resumes_to_the_uninterrupted_ids(sources, tmp_pa
   """Round and training checkpoints of a vector model (no BatchNorm statistics) restore: stopped
   after epoch 3 of round 1 (the epoch-2 checkpoint kept), the rerun gives the straight run."""
   overrides = {'train.epochs': 4, 'al.rounds': 2, 'checkpoint.every_epochs': 2,
-               'model.name': 'mlp', 'model.dropout': 0.2}
+               'model.name': 'mlp', 'model.dropout': 0.2, 'log.pool_diagnostics': True}
   straight = experiment.run(features_config(sources[0], **overrides), str(tmp_path / 'a'))
   trained_epoch = experiment.Runner.trained_epoch
 
