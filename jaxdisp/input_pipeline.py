@@ -99,8 +99,11 @@ def channel_stats(images) -> tuple[np.ndarray, np.ndarray]:
 
 
 def normalize(images: Array, mean: Array, std: Array, dtype=jnp.float32) -> Array:
-  """uint8 NHWC -> (x / 255 - mean) / std in ``dtype``."""
-  x = images.astype(jnp.float32) / 255.0
+  """uint8 NHWC -> (x / 255 - mean) / std in ``dtype``; floating inputs (feature vectors
+  ``[B, D]``) -> (x - mean) / std, ``mean`` and ``std`` in the inputs' own units."""
+  x = images.astype(jnp.float32)
+  if not jnp.issubdtype(images.dtype, jnp.floating):
+    x = x / 255.0
   return ((x - mean) / std).astype(dtype)
 
 
