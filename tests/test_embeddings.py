@@ -67,18 +67,13 @@ def run_rounds(cfg):
   return experiment.Runner(exp).run(exp.initial_state())
 
 
-# What each strategy needs on top of FEATURES (vaal: see the skip below).
+# What each strategy needs on top of FEATURES.
 NEEDS = {'bald': {'model.dropout': 0.3}, 'ensemble': {'ensemble.members': 2},
          'learning_loss': {'model.name': 'mlp'}}
 
 
 @pytest.mark.parametrize('strategy', strategies.builtin_names())
 def test_every_strategy_runs_on_embeddings(strategy, sources):
-  if strategy == 'vaal':
-    # TODO(vaal): VAAL's MLP VAE over vectors (strategies/vaal_model.py, chosen when
-    # len(image_shape) == 1) is being written separately; until it lands vaal's conv VAE cannot
-    # take [N, D] inputs. Remove this skip then.
-    pytest.skip('vaal on feature vectors: its MLP VAE lands separately')
   cfg = features_config(sources[0], strategy=strategy, num_devices=1, **NEEDS.get(strategy, {}))
   config_lib.validate(cfg)
   state = run_rounds(cfg)

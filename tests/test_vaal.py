@@ -287,6 +287,7 @@ def test_demo_cli_resnet18(tmp_path):
 # ---- feature vectors (dataset.source=embeddings): the MLP VAE -----------------------------------
 
 VECTOR_DIM = 8
+VECTOR_TASK = {'model.name': 'linear', 'train.augment': False}  # a task model for vectors
 
 
 def np_batch_norm(h, p, stats, train_mode, eps=1e-5):
@@ -343,9 +344,9 @@ def test_vector_vae_shapes_and_losses_match_a_numpy_forward_pass():
   D; its outputs (train and eval mode), the BN running averages, the VAE step's loss (MSE + beta
   KL + lambda adversarial) and the D step's loss against the same network in NumPy."""
   latent, width = 5, 4
-  _, vs = vaal_setup(MESHES[1], (VECTOR_DIM,), **{'vaal.latent_dim': latent, 'vaal.beta': 0.5,
-                                                 'vaal.adversary_weight': 2.0,
-                                                 'vaal.width': width})
+  _, vs = vaal_setup(MESHES[1], (VECTOR_DIM,), **VECTOR_TASK, **{
+      'vaal.latent_dim': latent, 'vaal.beta': 0.5, 'vaal.adversary_weight': 2.0,
+      'vaal.width': width})
   hidden = vaal_model.vector_hidden(width)
   assert hidden == 16 and vaal_model.is_vector(vs.task.image_shape)
   st = vaal.init_state(vs, jax.random.key(0))
@@ -445,7 +446,7 @@ def vector_view(cfg, mesh, n=200, dim=VECTOR_DIM, num_labeled=40, seed=0):
 def test_vector_batches_are_the_standardised_rows_never_flipped():
   """A drawn batch is exactly ``(x[ids] - mean) / std`` of ids drawn with replacement: the task
   model's inputs without the /255 of images and without the image path's flips."""
-  cfg = tiny_config(strategy='vaal', **TINY_VAAL)
+  cfg = tiny_config(strategy='vaal', **TINY_VAAL, **VECTOR_TASK)
   view, x, mean, std = vector_view(cfg, MESHES[1])
   vs = vaal.VaalSetup.from_config(cfg, view.setup)
   key = jax.random.key(11)
@@ -462,7 +463,7 @@ def test_vector_scores_finite_pool_length_lowest_d_and_same_ids_on_one_and_four_
   """VAAL's score function on a tiny vector problem (200 x 8, 40 labeled): finite scores of the
   pool's length, ``-D(mu)`` of the trained MLP VAE on the standardised vectors written plainly,
   the same ids on 1 and 4 devices, the same scores when trained again."""
-  cfg = tiny_config(strategy='vaal', **TINY_VAAL)
+  cfg = tiny_config(strategy='vaal', **TINY_VAAL, **VECTOR_TASK)
   budget, got = 20, {}
   for d in (4, 1):
     view, x, mean, std = vector_view(cfg, MESHES[d])
@@ -489,7 +490,6 @@ def test_vector_vaal_end_to_end_on_an_embeddings_npz(tmp_path):
   """The CLI on a tiny ``.npz`` of feature vectors (``dataset.source=embeddings``, linear
   head): budget new ids per round. Skipped until the embeddings source is merged (issue 24)."""
   from jaxdisp import data  # pylint: disable=g-import-not-at-top
-  from jaxdisp.errors import DataError  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
   y_train, y_test = rng.integers(0, 10, 600), rng.integers(0, 10, 200)
   centres = rng.normal(size=(10, 16)) * 2
@@ -497,16 +497,9 @@ def test_vector_vaal_end_to_end_on_an_embeddings_npz(tmp_path):
   np.savez(npz, x_train=(centres[y_train] + rng.normal(size=(600, 16))).astype(np.float32),
            y_train=y_train, x_test=(centres[y_test] + rng.normal(size=(200, 16))).astype(
                np.float32), y_test=y_test)
-  cfg = tiny_config(strategy='vaal', **TINY_VAAL, **{'dataset.source': 'embeddings',
-                                                     'dataset.root': str(npz)})
-  try:
-    data.load_dataset(cfg.dataset)
-  except DataError as e:
-    if 'unknown dataset.source' in str(e):
-      pytest.skip('dataset.source=embeddings is not merged yet (issue 24)')
-    raise
+  cfg = tiny_config(strategy='vaal', **TINY_VAAL, **VECTOR_TASK, **{
+      'dataset.source': 'embeddings', 'dataset.root': str(npz)})
   workdir = tmp_path / 'run'
   cli(workdir, *CLI_VAAL, '--config.dataset.source=embeddings', f'--config.dataset.root={npz}',
-      '--config.model.name=linear')
-  cfg.model.name = 'linear'
+      '--config.model.name=linear', '--config.train.augment=False')
   check_outputs(workdir, cfg)
