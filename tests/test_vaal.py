@@ -488,8 +488,7 @@ def test_vector_scores_finite_pool_length_lowest_d_and_same_ids_on_one_and_four_
 
 def test_vector_vaal_end_to_end_on_an_embeddings_npz(tmp_path):
   """The CLI on a tiny ``.npz`` of feature vectors (``dataset.source=embeddings``, linear
-  head): budget new ids per round. Skipped until the embeddings source is merged (issue 24)."""
-  from jaxdisp import data  # pylint: disable=g-import-not-at-top
+  head): budget new ids per round."""
   rng = np.random.default_rng(0)
   y_train, y_test = rng.integers(0, 10, 600), rng.integers(0, 10, 200)
   centres = rng.normal(size=(10, 16)) * 2
