@@ -38,11 +38,11 @@ def demo_settings(strategy: str) -> dict:
   return {k: v for k, v in demo.items() if k.startswith(group + '.') and base.get(k) != v}
 
 
-def run_one(strategy: str, workdir: str, overrides: dict) -> dict:
-  """The demo command for ``strategy`` in a fresh process: wall seconds and phase seconds."""
+def run_one(strategy: str, workdir: str, overrides: dict, config: str = 'demo.py') -> dict:
+  """``python -m jaxdisp.main --config configs/<config>`` for ``strategy`` in a fresh process:
+  wall seconds and phase seconds."""
   shutil.rmtree(workdir, ignore_errors=True)
-  cmd = [sys.executable, '-m', 'jaxdisp.main', '--config', os.path.join(REPO, 'configs',
-                                                                         'demo.py'),
+  cmd = [sys.executable, '-m', 'jaxdisp.main', '--config', os.path.join(REPO, 'configs', config),
          '--workdir', workdir, f'--config.strategy={strategy}']
   cmd += [f'--config.{k}={v}' for k, v in overrides.items()]
   env = {**os.environ, 'PYTHONPATH': REPO + os.pathsep + os.environ.get('PYTHONPATH', '')}

@@ -108,7 +108,8 @@ def _training_groups(c: ml_collections.ConfigDict) -> None:
   c.train.eval_batch_size = 1024  # pool scoring and test evaluation
   # Where the optimizer steps of an epoch loop: 'device' = one compiled call per epoch (a
   # fori_loop; best on TPU/GPU), 'host' = one call per step, dispatched asynchronously (XLA:CPU
-  # runs conv gradients 10-40x slower inside loops), 'auto' = host on CPU, device elsewhere.
+  # runs conv gradients 10-40x slower inside loops), 'auto' = host for image models on CPU,
+  # device elsewhere (vector heads included).
   c.train.step_loop = 'auto'
   # How K > 1 members run (train/members.py): 'vmap' | 'map' (lax.map) | 'loop' | 'auto'
   c.train.member_map = 'auto'
