@@ -140,3 +140,20 @@ def test_features_round_quick_runs_the_features_config_end_to_end(tmp_path):
   for r in result['runs']:
     assert r['rounds'] == 3 and r['train_s'] > 0 and r['final_accuracy'] > 0.5, r
   assert result['headline']['slowest_wall_s'] == max(r['wall_s'] for r in result['runs'])
+
+
+def test_linear_probe_quick_separates_the_synthetic_classes(tmp_path):
+  """``benchmarks/linear_probe.py --quick``: a tiny synthetic embeddings file projected on 8
+  principal axes; the JSON has the accuracy and the chosen lambda."""
+  sys.path.insert(0, os.path.join(REPO, 'benchmarks'))
+  try:
+    import linear_probe  # pylint: disable=g-import-not-at-top
+  finally:
+    sys.path.pop(0)
+  assert linear_probe.main(['--quick', '--out', str(tmp_path), '--lambdas', '1e-2',
+                            '--max_iters', '20', '--pca_dims', '8']) == 0
+  with open(tmp_path / 'linear_probe_quick.json') as f:
+    result = json.load(f)
+  assert [(r['dim'], r['pca']) for r in result['runs']] == [(8, True)]
+  assert all(r['lambda'] == 1e-2 and r['test_accuracy'] > 0.5 for r in result['runs'])
+  assert {'test_accuracy', 'dim', 'by_dim', 'paper_accuracy'} <= set(result['headline'])
