@@ -6,8 +6,8 @@ every epoch, so each query is 5.6% of what is scored. The optimizer is theirs to
 momentum 0.9, Nesterov, weight decay 5e-4, lr halved at epochs 60 and 80, batch 256). What
 changes: the network is a linear head (``model.name=mlp`` for a small MLP) on fixed embeddings,
 standardised per dimension, with no augmentation (crops and flips do not apply to vectors).
-A whole run took 80 s on 2 busy CPU cores with 512-dimensional embeddings
-(``benchmarks/features_round.py``; 720 s with all 6,400 dimensions).
+A whole run took 21-30 s on 2 CPU cores with 512-dimensional embeddings
+(``benchmarks/features_round.py``; 720 s with all 6,400 dimensions on a busy machine).
 
   # the embeddings: Coates et al.'s K-means features of the JPEG folder, no weights to download
   python -m jaxdisp.embed --root ../shared/datasets/cifar10-jpg --out cifar10_kmeans.npz
