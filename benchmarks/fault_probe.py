@@ -190,7 +190,7 @@ def contract_cases(p: Probe) -> dict:
 
 def storage_cases(p: Probe) -> dict:
   out = {'ENOSPC during a checkpoint': p.main(
-      p.path('enospc'), env=p.env(FAIL_SAVE_AT=3, FAIL_ERRNO=errno.ENOSPC))}
+      p.path('enospc'), env=p.env(FAIL_SAVE_AT=2, FAIL_ERRNO=errno.ENOSPC))}  # the run's 2nd save
   out['  ... the rerun with room'] = p.main(p.path('enospc'))
   out['EFBIG during an output write (diagnostics)'] = p.main(
       p.path('efbig'), env=p.env(FAIL_WRITE=r'/diagnostics/\.round_0\.npz\.',
@@ -199,8 +199,10 @@ def storage_cases(p: Probe) -> dict:
   finished = p.path('efbig')
   ro = p.env(READONLY=finished, READONLY_ERRNO=errno.EROFS)
   out['read-only finished workdir: rerun'] = p.main(finished, env=ro)
-  out['read-only finished workdir: report'] = p.run([PY, '-m', 'jaxdisp.report', finished],
-                                                    env=ro)
+  runs = p.path('finished_runs')  # a folder of finished runs, read-only too
+  shutil.copytree(finished, os.path.join(runs, 'dispersion-seed0'))
+  out['read-only finished runs: report'] = p.run(
+      [PY, '-m', 'jaxdisp.report', runs], env=p.env(READONLY=runs, READONLY_ERRNO=errno.EROFS))
   out['read-only finished workdir: label export'] = label(p, 'export', '--workdir', finished,
                                                           env=ro)
   bad = os.fsencode(p.path('bad')) + b'\xffdir'

@@ -12,7 +12,7 @@ import ml_collections
 
 from jaxdisp.errors import ConfigError
 
-SOURCES = ('synthetic', 'folder', 'tfds')
+SOURCES = ('synthetic', 'folder', 'tfds', 'embeddings')
 # Keys that never change an experiment's results: they may differ between a run and its
 # resumption, and between the runs of one report. Prefixes end with '.'.
 NON_RESULT_KEYS = ('log.', 'checkpoint.', 'dataset.cache_dir', 'dataset.data_dir',
@@ -52,9 +52,11 @@ def _run_groups(c: ml_collections.ConfigDict) -> None:
   c.oracle.noise = 0.0
 
   c.dataset = ml_collections.ConfigDict()
-  c.dataset.source = 'tfds'  # tfds | folder | synthetic
+  c.dataset.source = 'tfds'  # tfds | folder | synthetic | embeddings (feature vectors)
   c.dataset.name = 'cifar10'
-  c.dataset.root = ''  # folder source: <root>/<split>/<class>/*.jpg
+  # folder source: <root>/<split>/<class>/*.jpg; embeddings: an .npz file or a folder of .npy
+  # files (x_train, y_train, x_test, y_test; optional class_names, files)
+  c.dataset.root = ''
   c.dataset.data_dir = ''  # tfds source: '' = tfds default
   c.dataset.cache_dir = ''  # decoded folder cache: '' = $JAXDISP_CACHE_DIR or ~/.cache/jaxdisp
   # Where the training images live: replicated (every device holds all; fastest while they
@@ -76,8 +78,11 @@ def _run_groups(c: ml_collections.ConfigDict) -> None:
   c.dataset.data_seed = 0  # synthetic images; also which samples dataset.imbalance keeps
 
   c.model = ml_collections.ConfigDict()
-  c.model.name = 'resnet18'  # resnet18 | small_cnn
-  c.model.width = 64  # channels of the first stage
+  # images: resnet18 | small_cnn; feature vectors (dataset.source=embeddings): linear | mlp
+  c.model.name = 'resnet18'
+  c.model.width = 64  # channels of the first stage (image models)
+  c.model.hidden = 512  # mlp: units of each hidden Dense-ReLU layer
+  c.model.depth = 1  # mlp: hidden layers
   c.model.dtype = 'float32'  # compute dtype; bfloat16 on TPU/GPU, params stay float32
   c.model.dropout = 0.0  # dropout rate (where: dropout_layers); MC-dropout strategies need > 0
   # Where the dropout layers are: 'head' = before the classifier only (BALD's Monte-Carlo passes
@@ -103,7 +108,8 @@ def _training_groups(c: ml_collections.ConfigDict) -> None:
   c.train.eval_batch_size = 1024  # pool scoring and test evaluation
   # Where the optimizer steps of an epoch loop: 'device' = one compiled call per epoch (a
   # fori_loop; best on TPU/GPU), 'host' = one call per step, dispatched asynchronously (XLA:CPU
-  # runs conv gradients 10-40x slower inside loops), 'auto' = host on CPU, device elsewhere.
+  # runs conv gradients 10-40x slower inside loops), 'auto' = host for image models on CPU,
+  # device elsewhere (vector heads included).
   c.train.step_loop = 'auto'
   # How K > 1 members run (train/members.py): 'vmap' | 'map' (lax.map) | 'loop' | 'auto'
   c.train.member_map = 'auto'
@@ -286,6 +292,7 @@ def _check_run(cfg) -> None:
         f"dataset.placement={cfg.dataset.placement!r} must be 'auto', 'replicated' or 'sharded'")
   check(cfg.dataset.source != 'folder' or cfg.dataset.root,
         'dataset.source=folder needs --config.dataset.root=<folder with train/ and test/>')
+  _check_inputs(cfg)
   check(cfg.num_devices >= 0, f'num_devices={cfg.num_devices} must be >= 0 (0 = all)')
   check(cfg.model.width > 0, f'model.width={cfg.model.width} must be positive')
   check(0.0 <= cfg.model.dropout < 1.0, f'model.dropout={cfg.model.dropout} must be in [0, 1)')
@@ -294,6 +301,16 @@ def _check_run(cfg) -> None:
   check(cfg.model.dropout_layers == 'head' or cfg.model.dropout > 0,
         f"model.dropout_layers='network' needs model.dropout > 0 (got {cfg.model.dropout}): set "
         '--config.model.dropout to e.g. 0.3')
+
+
+def _check_inputs(cfg) -> None:
+  """The model, and the augmentation, fit the source's inputs: images or feature vectors."""
+  from jaxdisp import models  # pylint: disable=g-import-not-at-top
+  from jaxdisp.data import embeddings  # pylint: disable=g-import-not-at-top
+  models.check_config(cfg.model, vectors=cfg.dataset.source == 'embeddings',
+                      source=f'dataset.source={cfg.dataset.source}')
+  if cfg.dataset.source == 'embeddings':
+    embeddings.check_config(cfg)
 
 
 def _check_training(cfg) -> None:

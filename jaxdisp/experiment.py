@@ -49,6 +49,7 @@ def run(cfg, workdir: str) -> ALState:
   except (OSError, ImportError) as e:  # ImportError: no backend for gs:// (gcsfs or tensorflow)
     raise JaxdispError(f'cannot create --workdir {workdir}: '
                        f'{getattr(e, "strerror", None) or e}') from None
+  before = None if created else _entries(workdir)
   try:
     # One run per workdir, taken before the data loads, so a second run stops at once.
     with locking.workdir_lock(workdir, jax.process_index()):
@@ -56,7 +57,33 @@ def run(cfg, workdir: str) -> ALState:
   except JaxdispError:
     if created:
       _remove_if_unused(workdir)
+    else:
+      _remove_new_locks(workdir, before)
     raise
+
+
+def _is_lock(name: str) -> bool:
+  return name.startswith('.jaxdisp') and name.endswith('.lock')
+
+
+def _entries(workdir: str) -> set | None:
+  try:
+    return {p.name for p in epath.Path(workdir).iterdir()}
+  except OSError:
+    return None
+
+
+def _remove_new_locks(workdir: str, before: set | None) -> None:
+  """A run that failed in a workdir it did not create (e.g. an empty folder, on bad data)
+  leaves it as it was: the lock files it added are removed when they are all it added."""
+  after = _entries(workdir)
+  if before is None or after is None or not all(_is_lock(n) for n in after - before):
+    return
+  for name in after - before:
+    try:
+      (epath.Path(workdir) / name).unlink()
+    except OSError:
+      pass
 
 
 def _remove_if_unused(workdir: str) -> None:
@@ -65,7 +92,7 @@ def _remove_if_unused(workdir: str) -> None:
   failed start leaves no empty folder behind. Anything else in it is kept."""
   try:
     for depth, (_, _, names) in enumerate(epath.Path(workdir).walk()):  # the workdir comes first
-      if any(depth or not (f.startswith('.jaxdisp') and f.endswith('.lock')) for f in names):
+      if any(depth or not _is_lock(f) for f in names):
         return
     epath.Path(workdir).rmtree()
   except OSError:

@@ -6,6 +6,12 @@ training step gathers its batch by index and augments it on device; nothing cros
 boundary during an epoch. Random crop (zero padding 4, as torchvision's RandomCrop(32, padding=4))
 and horizontal flip are drawn per sample from a PRNG key, so they are the same on any number of
 devices.
+
+Feature vectors ``[N, D]`` (``dataset.source=embeddings``) live there in their own dtype (float16
+or float32) and are standardised per dimension, ``(x - mean) / std`` with the training split's
+mean and (population) std of each dimension, accumulated in float64 over blocks of rows
+(:class:`VectorMoments`); a constant dimension gets std 1 (it becomes 0). They are never
+augmented (the config refuses ``train.augment`` and ``dispersion.augmented_views`` for them).
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ Array = jax.Array
 
 @flax.struct.dataclass
 class DeviceData:
-  """The dataset on device (uint8 images, int32 labels) and its normalisation.
+  """The dataset on device (uint8 images or float vectors, int32 labels) and its normalisation
+  (per channel for images, per dimension for vectors).
 
   ``train_images`` is replicated, or split along the samples over ``data`` when
   ``dataset.placement`` says so (padded to a multiple of the device count; batches are then
@@ -45,7 +52,14 @@ def put_data(dataset, mesh: Mesh, shard_train: bool = False) -> DeviceData:
   device holds ``1 / devices`` of them, each process reads only its own devices' rows, and the
   normalisation statistics are summed exactly over the processes.
   """
-  if shard_train:
+  vectors = dataset.train_images.ndim == 2
+  if shard_train and vectors:
+    moments = VectorMoments(dataset.train_images.shape[1])
+    n = dataset.train_images.shape[0]
+    images = parallel.put_rows(dataset.train_images, parallel.round_up(n, mesh.size), mesh,
+                               on_rows=moments.add)
+    mean, std = moments.over_processes().stats()
+  elif shard_train:
     n, channels = dataset.train_images.shape[0], dataset.train_images.shape[-1]
     local = [0] * (2 * channels + 1)  # sums, sums of squares, count over this process's rows
 
@@ -61,7 +75,7 @@ def put_data(dataset, mesh: Mesh, shard_train: bool = False) -> DeviceData:
                  ', '.join(f'[{a}, {min(b, n)})' for a, b in parallel.local_row_ranges(images)), n)
   else:
     images = parallel.put_replicated(dataset.train_images, mesh)
-    mean, std = channel_stats(dataset.train_images)
+    mean, std = (vector_stats if vectors else channel_stats)(dataset.train_images)
   rest = parallel.put_replicated(dict(
       train_labels=dataset.train_labels.astype(np.int32),
       test_images=dataset.test_images, test_labels=dataset.test_labels.astype(np.int32),
@@ -98,9 +112,64 @@ def channel_stats(images) -> tuple[np.ndarray, np.ndarray]:
   return stats_from_sums(*channel_sums(images))
 
 
+class VectorMoments:
+  """Per-dimension count, mean and M2 (sum of squared deviations) of vectors ``[n, D]``, in
+  float64, added one block of rows at a time: each block's own two-pass moments, merged by Chan
+  et al.'s update (no cancellation, any block sizes)."""
+
+  def __init__(self, dim: int):
+    self.n, self.mean, self.m2 = 0, np.zeros(dim, np.float64), np.zeros(dim, np.float64)
+
+  def add(self, block) -> None:
+    x = np.asarray(block, np.float64).reshape(-1, self.mean.shape[0])
+    if len(x):
+      mean = x.mean(0)
+      self.merge(len(x), mean, ((x - mean) ** 2).sum(0))
+
+  def merge(self, n: int, mean: np.ndarray, m2: np.ndarray) -> None:
+    total = self.n + n
+    delta = mean - self.mean
+    self.mean = self.mean + delta * (n / total)
+    self.m2 = self.m2 + m2 + delta * delta * (self.n * n / total)
+    self.n = total
+
+  def over_processes(self) -> 'VectorMoments':
+    """The moments of every process's rows (as is, with one process): the float64 values cross
+    as int32 pairs, so nothing is rounded on the way whatever ``jax_enable_x64`` says."""
+    if jax.process_count() == 1:
+      return self
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    mine = np.concatenate([[float(self.n)], self.mean, self.m2]).view(np.int32)
+    every = np.asarray(multihost_utils.process_allgather(mine))
+    out = VectorMoments(self.mean.shape[0])
+    for row in every:
+      values = np.ascontiguousarray(row, np.int32).view(np.float64)
+      dim = self.mean.shape[0]
+      if values[0]:
+        out.merge(int(values[0]), values[1:1 + dim], values[1 + dim:])
+    return out
+
+  def stats(self) -> tuple[np.ndarray, np.ndarray]:
+    """float32 mean and population std per dimension; std 1 where a dimension is constant."""
+    std = np.sqrt(self.m2 / max(self.n, 1)).astype(np.float32)
+    return self.mean.astype(np.float32), np.where(std > 0, std, np.float32(1.0))
+
+
+def vector_stats(vectors, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+  """:class:`VectorMoments` statistics of ``vectors`` ``[N, D]`` read ``chunk`` rows at a time
+  (a memory map is never loaded whole)."""
+  moments = VectorMoments(vectors.shape[1])
+  for i in range(0, vectors.shape[0], chunk):
+    moments.add(vectors[i:i + chunk])
+  return moments.stats()
+
+
 def normalize(images: Array, mean: Array, std: Array, dtype=jnp.float32) -> Array:
-  """uint8 NHWC -> (x / 255 - mean) / std in ``dtype``."""
-  x = images.astype(jnp.float32) / 255.0
+  """uint8 NHWC images -> (x / 255 - mean) / std; float vectors [B, D] -> (x - mean) / std
+  (per dimension); in ``dtype``."""
+  x = images.astype(jnp.float32)
+  if images.dtype == jnp.uint8:
+    x = x / 255.0
   return ((x - mean) / std).astype(dtype)
 
 

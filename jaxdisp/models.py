@@ -1,6 +1,7 @@
-"""Models: the CIFAR ResNet18 of the paper and a small CNN for tests.
+"""Models: the CIFAR ResNet18 of the paper and a small CNN for images; a linear head and an MLP for
+feature vectors (``dataset.source=embeddings``).
 
-Both are Flax Linen modules split into a ``backbone`` (image -> penultimate features) and a
+All are Flax Linen modules split into a ``backbone`` (image -> penultimate features) and a
 ``head`` (features -> logits, with optional dropout), so acquisition functions can reuse the
 features: k-center greedy and BADGE work on them, and a Monte-Carlo dropout pass can be the head
 alone on features computed once (a matrix product instead of a forward pass per sample).
@@ -14,6 +15,14 @@ option existed.
 Both backbones can also return their stage outputs (``stages=True``: each ResNet stage, each
 small-CNN block's conv-BN-ReLU output), for an auxiliary head trained alongside the task model
 (``jaxdisp.train.aux_head``).
+
+For feature vectors ``[B, D]``: ``linear`` is an identity backbone (``embed`` returns the
+normalised input vectors themselves, so k-center greedy and BADGE work on the embeddings) under
+the head: multinomial logistic regression, with dropout on the input vectors when
+``model.dropout`` > 0. ``mlp`` is ``model.depth`` hidden Dense(``model.hidden``)-ReLU layers under
+the head; ``'network'`` dropout goes after every hidden layer but the last, and ``stages=True``
+returns each hidden layer's output ``[B, hidden]``. Neither has BatchNorm (the inputs are
+standardised per dimension, ``jaxdisp.input_pipeline``).
 
 BatchNorm takes an optional per-sample ``mask`` so the last, partly padded batch of an epoch
 normalises over its real samples only (the same statistics as PyTorch's ``drop_last=False``).
@@ -122,6 +131,41 @@ class SmallCNNBackbone(nn.Module):
     return (pooled, tuple(outs)) if stages else pooled
 
 
+class IdentityBackbone(nn.Module):
+  """The backbone of ``model.name=linear``: the input vectors ``[B, D]`` are the features."""
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array, *, train: bool, mask: Array | None = None,
+               stochastic: bool | None = None, stages: bool = False):
+    del train, mask, stochastic
+    x = x.astype(self.dtype)
+    return (x, ()) if stages else x
+
+
+class MLPBackbone(nn.Module):
+  """``depth`` hidden Dense(``hidden``)-ReLU layers on vectors ``[B, D]`` (``model.name=mlp``)."""
+  hidden: int = 512
+  depth: int = 1
+  dtype: Any = jnp.float32
+  dropout: float = 0.0  # after every hidden layer but the last (model.dropout_layers='network')
+
+  @nn.compact
+  def __call__(self, x: Array, *, train: bool, mask: Array | None = None,
+               stochastic: bool | None = None, stages: bool = False):
+    """``stochastic``: dropout on (default: ``train``). ``stages``: also return each hidden
+    layer's output (before its dropout), ``(features, (h1, ..., h_depth))``."""
+    del mask  # no BatchNorm
+    stochastic = train if stochastic is None else stochastic
+    outs = []
+    for i in range(self.depth):
+      x = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name=f'dense{i}')(x))
+      outs.append(x)
+      if self.dropout > 0 and i < self.depth - 1:
+        x = nn.Dropout(self.dropout, deterministic=not stochastic)(x)
+    return (x, tuple(outs)) if stages else x
+
+
 class Head(nn.Module):
   """Dropout (rate 0 = none) and a linear classifier; logits are float32."""
   num_classes: int
@@ -157,9 +201,30 @@ class Classifier(nn.Module):
     return self.head(features, deterministic=deterministic)
 
 
-MODELS = ('resnet18', 'small_cnn')
+IMAGE_MODELS = ('resnet18', 'small_cnn')  # uint8 images [N, H, W, C]
+VECTOR_MODELS = ('linear', 'mlp')  # feature vectors [N, D] (dataset.source=embeddings)
+MODELS = IMAGE_MODELS + VECTOR_MODELS
 DROPOUT_LAYERS = ('head', 'network')  # model.dropout_layers
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+def check_config(model_cfg, vectors: bool, source: str) -> None:
+  """ConfigError unless ``model_cfg`` fits the inputs: an image model for images, ``linear`` or
+  ``mlp`` for feature vectors (``vectors``); ``source`` names where the inputs come from."""
+  if model_cfg.hidden < 1:
+    raise ConfigError(f'model.hidden={model_cfg.hidden} must be >= 1 (units of the mlp\'s hidden '
+                      'layers)')
+  if model_cfg.depth < 1:
+    raise ConfigError(f'model.depth={model_cfg.depth} must be >= 1 (hidden layers of '
+                      'model.name=mlp; model.name=linear has none)')
+  name = model_cfg.name
+  if name in MODELS and (name in VECTOR_MODELS) != vectors:
+    if vectors:
+      raise ConfigError(f'model.name={name} is an image model, and {source} gives feature '
+                        f'vectors: use model.name=linear or mlp')
+    raise ConfigError(f'model.name={name} is a head for feature vectors '
+                      f'(dataset.source=embeddings), and {source} gives images: use '
+                      f'model.name=resnet18 or small_cnn')
 
 
 def create_model(model_cfg, num_classes: int) -> Classifier:
@@ -176,6 +241,11 @@ def create_model(model_cfg, num_classes: int) -> Classifier:
     backbone = ResNetBackbone(width=model_cfg.width, dtype=dtype, dropout=rate)
   elif model_cfg.name == 'small_cnn':
     backbone = SmallCNNBackbone(width=model_cfg.width, dtype=dtype, dropout=rate)
+  elif model_cfg.name == 'linear':
+    backbone = IdentityBackbone(dtype=dtype)
+  elif model_cfg.name == 'mlp':
+    backbone = MLPBackbone(hidden=model_cfg.hidden, depth=model_cfg.depth, dtype=dtype,
+                           dropout=rate)
   else:
     raise ConfigError(f'model.name={model_cfg.name!r} is not one of {list(MODELS)}')
   return Classifier(backbone=backbone, head=Head(num_classes, dropout=model_cfg.dropout,

@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 EXPECTED = {
@@ -105,6 +107,7 @@ def test_resnet18_flop_count_matches_the_published_figure():
   assert accelerator_check.peak_tflops('cpu') is None
 
 
+@pytest.mark.extended  # ~40 s; its run_one is exercised by the features_round test below
 def test_demo_strategies_quick_times_each_strategy_against_random(tmp_path):
   """``benchmarks/demo_strategies.py``: the real demo command per strategy in its own process,
   random first and last, the ratio to their mean (no timing asserted)."""
@@ -121,6 +124,22 @@ def test_demo_strategies_quick_times_each_strategy_against_random(tmp_path):
   assert set(vaal['demo_settings']) <= {k for k in vaal['demo_settings'] if k.startswith('vaal.')}
   assert {'max_ratio_to_random', 'slowest_strategy', 'all_within_goal'} <= set(result['headline'])
   assert 'x random' in proc.stdout
+
+
+def test_features_round_quick_runs_the_features_config_end_to_end(tmp_path):
+  """``benchmarks/features_round.py --quick``: ``python -m jaxdisp.main --config
+  configs/cifar10_features.py`` on a small embeddings ``.npz`` (the protocol's sizes cut down),
+  its phase seconds read from the run's results (no timing asserted)."""
+  proc = subprocess.run([sys.executable, os.path.join(REPO, 'benchmarks', 'features_round.py'),
+                         '--quick', '--out', str(tmp_path)], cwd=REPO, capture_output=True,
+                        text=True, timeout=600)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  with open(tmp_path / 'features_round_quick.json') as f:
+    result = json.load(f)
+  assert [r['strategy'] for r in result['runs']] == ['dispersion', 'random']
+  for r in result['runs']:
+    assert r['rounds'] == 3 and r['train_s'] > 0 and r['final_accuracy'] > 0.5, r
+  assert result['headline']['slowest_wall_s'] == max(r['wall_s'] for r in result['runs'])
 
 
 def test_linear_probe_quick_separates_the_synthetic_classes(tmp_path):

@@ -208,7 +208,8 @@ def test_a_trained_round_selects_the_same_ids_on_one_and_four_devices():
 # ---- (b) training: K members (vmap, lax.map or unrolled) == K members one by one ----------------
 
 @pytest.mark.parametrize('step_loop, placement, member_map', [
-    ('host', 'replicated', 'vmap'), ('host', 'replicated', 'map'), ('host', 'replicated', 'loop'),
+    ('host', 'replicated', 'vmap'), ('host', 'replicated', 'loop'),
+    pytest.param('host', 'replicated', 'map', marks=pytest.mark.extended),
     pytest.param('device', 'replicated', 'vmap', marks=pytest.mark.extended),
     pytest.param('device', 'replicated', 'map', marks=pytest.mark.extended),
     pytest.param('device', 'replicated', 'loop', marks=pytest.mark.extended),

@@ -131,8 +131,8 @@ def test_a_refused_checkpoint_write_is_one_line_and_the_rerun_resumes(
     # results.json after round 1 (its round checkpoint is saved: the rerun writes the outputs)
     (r'/\.results\.json\.', 2, errno.ENOSPC, 'no space left on the device', 'results.json'),
     # round 1's pool diagnostics (inside the round: the rerun scores and selects it again)
-    (r'/diagnostics/\.round_1\.npz\.', 1, errno.EFBIG, 'file too large',
-     os.path.join('diagnostics', 'round_1.npz')),
+    pytest.param(r'/diagnostics/\.round_1\.npz\.', 1, errno.EFBIG, 'file too large',
+                 os.path.join('diagnostics', 'round_1.npz'), marks=pytest.mark.extended),
 ])
 def test_a_refused_output_write_is_one_line_and_the_rerun_completes(
     pattern, at, code, why, name, straight, tmp_path):

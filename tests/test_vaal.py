@@ -1,7 +1,8 @@
 """VAAL (strategy=vaal): the losses against the authors' formulation written out plainly, the
 query direction, 1 = 4 devices, determinism and one compile per run, the NaN guard, the config
 checks, and end-to-end runs (small CNN, ResNet18) with a SIGKILL during the VAAL step resumed to
-the uninterrupted result.
+the uninterrupted result. On feature vectors (``image_shape`` (D,)): the MLP VAE and its step
+losses against a NumPy forward pass, no flips, and the scoring of a tiny vector pool.
 """
 
 import signal
@@ -16,7 +17,7 @@ from _helpers import check_outputs, cli, load_results, tiny_config
 from jaxdisp import compile_counter, config_lib, input_pipeline, parallel, selection, strategies
 from jaxdisp import train
 from jaxdisp.errors import ConfigError, NumericalError
-from jaxdisp.strategies import vaal
+from jaxdisp.strategies import vaal, vaal_model
 
 # A VAE of 4, 8, 16 channels on the 16x16 test images; a few iterations.
 TINY_VAAL = {'vaal.width': 4, 'vaal.epochs': 1.0, 'vaal.batch_size': 16}
@@ -281,3 +282,223 @@ def test_demo_cli_resnet18(tmp_path):
       '--config.train.epochs=2', '--config.num_devices=1', '--config.log.pool_diagnostics=False')
   res = load_results(tmp_path)
   assert [len(r['selected']) for r in res['rounds']] == [50, 0]
+
+
+# ---- feature vectors (dataset.source=embeddings): the MLP VAE -----------------------------------
+
+VECTOR_DIM = 8
+VECTOR_TASK = {'model.name': 'linear', 'train.augment': False}  # a task model for vectors
+
+
+def np_batch_norm(h, p, stats, train_mode, eps=1e-5):
+  """flax BatchNorm: batch statistics (biased variance) in train mode, running ones in eval."""
+  m, v = (h.mean(0), h.var(0)) if train_mode else (stats['mean'], stats['var'])
+  return (h - m) / np.sqrt(v + eps) * p['scale'] + p['bias'], m, v
+
+
+def np_blocks(h, params, stats, train_mode):
+  """``vaal_model.VECTOR_LAYERS`` x (Dense without bias + BN + ReLU); each BN's batch stats."""
+  batch = []
+  for i in range(vaal_model.VECTOR_LAYERS):
+    h = h @ params[f'Dense_{i}']['kernel']
+    h, m, v = np_batch_norm(h, params[f'BatchNorm_{i}'], stats[f'BatchNorm_{i}'], train_mode)
+    h = np.maximum(h, 0.0)
+    batch.append((m, v))
+  return h, batch
+
+
+def np_mlp_vae(variables, x, noise, train_mode):
+  """The MLP VAE written out: (recon, z, mu, logvar, encoder BN batch stats)."""
+  p = jax.tree.map(lambda a: np.asarray(a, np.float64), variables['params'])
+  s = jax.tree.map(lambda a: np.asarray(a, np.float64), variables['batch_stats'])
+  dense = lambda h, q: h @ q['kernel'] + q['bias']
+  h, enc_batch = np_blocks(np.asarray(x, np.float64), p['encoder'], s['encoder'], train_mode)
+  mu, logvar = dense(h, p['encoder']['mu']), dense(h, p['encoder']['logvar'])
+  z = mu + np.exp(0.5 * logvar) * np.asarray(noise, np.float64)
+  h, _ = np_blocks(z, p['decoder'], s['decoder'], train_mode)
+  return dense(h, p['decoder']['out']), z, mu, logvar, enc_batch
+
+
+def np_discriminator(params, mu):
+  p = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
+  h = np.asarray(mu, np.float64)
+  for i in range(2):
+    h = np.maximum(h @ p[f'Dense_{i}']['kernel'] + p[f'Dense_{i}']['bias'], 0.0)
+  return (h @ p['Dense_2']['kernel'] + p['Dense_2']['bias'])[:, 0]
+
+
+def perturbed(tree, key, scale=0.3):
+  """Every leaf plus noise (non-zero biases and BN shifts, scales off 1); variances stay > 0."""
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(tree)
+  keys = jax.random.split(key, len(leaves))
+  out = []
+  for (path, leaf), k in zip(leaves, keys):
+    noise = scale * jax.random.normal(k, leaf.shape, leaf.dtype)
+    name = str(getattr(path[-1], 'key', path[-1]))
+    out.append(leaf + jnp.abs(noise) if name == 'var' else leaf + noise)
+  return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def test_vector_vae_shapes_and_losses_match_a_numpy_forward_pass():
+  """For ``image_shape`` (D,) the VAE is an MLP: D -> 4w -> 4w -> (mu, logvar), z -> 4w -> 4w ->
+  D; its outputs (train and eval mode), the BN running averages, the VAE step's loss (MSE + beta
+  KL + lambda adversarial) and the D step's loss against the same network in NumPy."""
+  latent, width = 5, 4
+  _, vs = vaal_setup(MESHES[1], (VECTOR_DIM,), **VECTOR_TASK, **{
+      'vaal.latent_dim': latent, 'vaal.beta': 0.5, 'vaal.adversary_weight': 2.0,
+      'vaal.width': width})
+  hidden = vaal_model.vector_hidden(width)
+  assert hidden == 16 and vaal_model.is_vector(vs.task.image_shape)
+  st = vaal.init_state(vs, jax.random.key(0))
+  shapes = jax.tree.map(jnp.shape, st.vae_params)
+  assert shapes == {
+      'encoder': {'Dense_0': {'kernel': (VECTOR_DIM, hidden)}, 'BatchNorm_0': {
+          'scale': (hidden,), 'bias': (hidden,)}, 'Dense_1': {'kernel': (hidden, hidden)},
+                  'BatchNorm_1': {'scale': (hidden,), 'bias': (hidden,)},
+                  'mu': {'kernel': (hidden, latent), 'bias': (latent,)},
+                  'logvar': {'kernel': (hidden, latent), 'bias': (latent,)}},
+      'decoder': {'Dense_0': {'kernel': (latent, hidden)}, 'BatchNorm_0': {
+          'scale': (hidden,), 'bias': (hidden,)}, 'Dense_1': {'kernel': (hidden, hidden)},
+                  'BatchNorm_1': {'scale': (hidden,), 'bias': (hidden,)},
+                  'out': {'kernel': (hidden, VECTOR_DIM), 'bias': (VECTOR_DIM,)}}}, shapes
+  assert jax.tree.map(jnp.shape, st.d_params)['Dense_0']['kernel'] == (latent, 512)
+  # Kaiming normal over the fan-in, zero biases, BN at identity (kaiming_fill, as for images).
+  assert float(jnp.abs(st.vae_params['decoder']['out']['bias']).max()) == 0.0
+  assert float(jnp.abs(st.vae_stats['encoder']['BatchNorm_0']['var'] - 1).max()) == 0.0
+
+  k1, k2, k3 = jax.random.split(jax.random.key(1), 3)
+  st = st.replace(vae_params=perturbed(st.vae_params, k1), vae_stats=perturbed(st.vae_stats, k2),
+                  d_params=perturbed(st.d_params, k3, 0.05))
+  v = {'params': st.vae_params, 'batch_stats': st.vae_stats}
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(6, VECTOR_DIM)), jnp.float32)
+  key = jax.random.key(3)
+  noise = jax.random.normal(key, (6, latent), jnp.float32)
+  (recon, z, mu, logvar), upd = vs.vae.apply(v, x, key, True, mutable=['batch_stats'])
+  assert recon.shape == x.shape and z.shape == mu.shape == logvar.shape == (6, latent)
+  want = np_mlp_vae(v, x, noise, True)
+  for got, expected in zip((recon, z, mu, logvar), want):
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-4, atol=1e-5)
+  m, var = want[4][0]  # running averages: momentum 0.9 towards the batch's (biased) statistics
+  old = st.vae_stats['encoder']['BatchNorm_0']
+  np.testing.assert_allclose(upd['batch_stats']['encoder']['BatchNorm_0']['mean'],
+                             0.9 * np.asarray(old['mean']) + 0.1 * m, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(upd['batch_stats']['encoder']['BatchNorm_0']['var'],
+                             0.9 * np.asarray(old['var']) + 0.1 * var, rtol=1e-4, atol=1e-5)
+  mu_eval, lv_eval = vs.vae.apply(v, x, False, method='encode')  # eval: running averages
+  _, _, mu_np, lv_np, _ = np_mlp_vae(v, x, noise, False)
+  np.testing.assert_allclose(np.asarray(mu_eval), mu_np, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(lv_eval), lv_np, rtol=1e-4, atol=1e-5)
+  # The loss terms on vectors: MSE over every element + beta KL (both reductions).
+  r64, mu64, lv64 = (np.asarray(a, np.float64) for a in want[:1] + want[2:4])
+  x64 = np.asarray(x, np.float64)
+  kl = -0.5 * np.sum(1 + lv64 - mu64**2 - np.exp(lv64))
+  for reduction, kl_term in (('sum', kl), ('batch_mean', kl / 6)):
+    np.testing.assert_allclose(vaal.vae_loss(x, recon, mu, logvar, 0.7, reduction),
+                               np.mean((r64 - x64)**2) + 0.7 * kl_term, rtol=1e-4)
+
+  # The steps: the VAE step's loss and the D step's loss, as the image test, in NumPy.
+  x_l = jnp.asarray(rng.normal(size=(8, VECTOR_DIM)), jnp.float32)
+  x_u = jnp.asarray(rng.normal(size=(8, VECTOR_DIM)) * 2 + 1, jnp.float32)
+  after_vae, loss = jax.jit(lambda s: vaal.vae_step(vs, s, x_l, x_u, key))(st)
+  after_d, d_loss = jax.jit(lambda s: vaal.discriminator_step(vs, s, x_l, x_u))(after_vae)
+  k_l, k_u = jax.random.split(key)
+  r_l, _, mu_l, lv_l, _ = np_mlp_vae(v, x_l, jax.random.normal(k_l, (8, latent)), True)
+  r_u, _, mu_u, lv_u, _ = np_mlp_vae(v, x_u, jax.random.normal(k_u, (8, latent)), True)
+  expected = (np_vae(x_l, r_l, mu_l, lv_l, 0.5) + np_vae(x_u, r_u, mu_u, lv_u, 0.5)
+              + 2.0 * (np_bce(np_discriminator(st.d_params, mu_l), 1)
+                       + np_bce(np_discriminator(st.d_params, mu_u), 1)))
+  np.testing.assert_allclose(float(loss), expected, rtol=1e-4)
+  v2 = {'params': after_vae.vae_params, 'batch_stats': after_vae.vae_stats}
+  _, _, m_l, _, _ = np_mlp_vae(v2, x_l, np.zeros((8, latent)), True)  # train-mode BN, no grad
+  _, _, m_u, _, _ = np_mlp_vae(v2, x_u, np.zeros((8, latent)), True)
+  np.testing.assert_allclose(float(d_loss),
+                             np_bce(np_discriminator(after_vae.d_params, m_l), 1)
+                             + np_bce(np_discriminator(after_vae.d_params, m_u), 0), rtol=1e-4)
+  same = lambda a, b: all(np.array_equal(p, q) for p, q in zip(jax.tree.leaves(a),
+                                                              jax.tree.leaves(b)))
+  assert same(after_vae.d_params, st.d_params) and not same(after_vae.vae_params, st.vae_params)
+  assert same(after_d.vae_params, after_vae.vae_params)
+  assert not same(after_d.d_params, after_vae.d_params)
+
+
+def vector_view(cfg, mesh, n=200, dim=VECTOR_DIM, num_labeled=40, seed=0):
+  """A round's view over hand-made feature vectors (float32 [n, dim], off-centre and unevenly
+  scaled per dimension), put on the devices directly (no input pipeline): the first
+  ``num_labeled`` labeled, the rest the pool. Returns (view, the host vectors, mean, std)."""
+  rng = np.random.default_rng(seed)
+  x = (rng.normal(size=(n, dim)) * rng.uniform(0.5, 3.0, dim) + rng.normal(size=dim) * 4)
+  x = x.astype(np.float32)
+  mean, std = x.mean(0), x.std(0)
+  data = input_pipeline.DeviceData(**parallel.put_replicated(dict(
+      train_images=x, train_labels=rng.integers(0, 10, n).astype(np.int32),
+      test_images=x[:8], test_labels=np.zeros(8, np.int32), mean=mean, std=std), mesh))
+  setup = train.make_setup(cfg, mesh, (dim,), 10, record=False)
+  pool, n_pool = train.index_buffer(np.arange(num_labeled, n),
+                                    train.pool_capacity(setup, n - num_labeled), mesh)
+  labeled, n_labeled = train.index_buffer(np.arange(num_labeled), 64, mesh)
+  view = strategies.PoolView(cfg, mesh, 10, jnp.zeros((0, pool.shape[0]), jnp.int8), {},
+                             n_pool, {}, n_labeled, jax.random.key(7), data=data, setup=setup,
+                             pool=pool, labeled=labeled)
+  return view, x, mean, std
+
+
+def test_vector_batches_are_the_standardised_rows_never_flipped():
+  """A drawn batch is exactly ``(x[ids] - mean) / std`` of ids drawn with replacement: the task
+  model's inputs without the /255 of images and without the image path's flips."""
+  cfg = tiny_config(strategy='vaal', **TINY_VAAL, **VECTOR_TASK)
+  view, x, mean, std = vector_view(cfg, MESHES[1])
+  vs = vaal.VaalSetup.from_config(cfg, view.setup)
+  key = jax.random.key(11)
+  got = np.asarray(jax.jit(lambda d, b, n: vaal.draw_batch(vs, d, b, n, key))(
+      view.data, view.pool, view.num_pool))
+  assert got.shape == (vs.batch_size, VECTOR_DIM) and got.dtype == np.float32
+  k_pos, _ = jax.random.split(key)
+  pos = np.asarray(jax.random.randint(k_pos, (vs.batch_size,), 0, int(view.num_pool)))
+  ids = np.asarray(view.pool)[pos]
+  np.testing.assert_allclose(got, (x[ids] - mean) / std, rtol=1e-6, atol=1e-6)
+
+
+def test_vector_scores_finite_pool_length_lowest_d_and_same_ids_on_one_and_four_devices():
+  """VAAL's score function on a tiny vector problem (200 x 8, 40 labeled): finite scores of the
+  pool's length, ``-D(mu)`` of the trained MLP VAE on the standardised vectors written plainly,
+  the same ids on 1 and 4 devices, the same scores when trained again."""
+  cfg = tiny_config(strategy='vaal', **TINY_VAAL, **VECTOR_TASK)
+  budget, got = 20, {}
+  for d in (4, 1):
+    view, x, mean, std = vector_view(cfg, MESHES[d])
+    scores = vaal.score(view)
+    assert scores.shape == view.pool.shape and int(view.num_pool) == 160
+    assert np.isfinite(np.asarray(scores)[:160]).all()
+    pos, _ = selection.select_top(scores, jnp.zeros(scores.shape), view.num_pool, budget)
+    got[d] = (np.asarray(pos), np.asarray(scores)[:160])
+  np.testing.assert_array_equal(got[1][0], got[4][0])
+  np.testing.assert_allclose(got[1][1], got[4][1], rtol=1e-3, atol=1e-3)
+  np.testing.assert_array_equal(np.asarray(vaal.score(view))[:160], got[1][1])
+  vs = vaal.VaalSetup.from_config(cfg, view.setup)
+  st, n = vaal.train_vaal(vs, view.data, view.labeled, view.num_labeled, view.pool,
+                          view.num_pool, jax.random.fold_in(view.key, 0x7AA1))
+  assert n == (40 + 160) // 16
+  mu, _ = vs.vae.apply({'params': st.vae_params, 'batch_stats': st.vae_stats},
+                       jnp.asarray((x[40:] - mean) / std), False, method='encode')
+  d_mu = np.asarray(vs.discriminator.apply({'params': st.d_params}, mu))
+  np.testing.assert_allclose(-d_mu, got[1][1], rtol=1e-4, atol=1e-4)
+  assert set(got[1][0].tolist()) == set(np.argsort(d_mu)[:budget].tolist())
+
+
+def test_vector_vaal_end_to_end_on_an_embeddings_npz(tmp_path):
+  """The CLI on a tiny ``.npz`` of feature vectors (``dataset.source=embeddings``, linear
+  head): budget new ids per round."""
+  rng = np.random.default_rng(0)
+  y_train, y_test = rng.integers(0, 10, 600), rng.integers(0, 10, 200)
+  centres = rng.normal(size=(10, 16)) * 2
+  npz = tmp_path / 'features.npz'
+  np.savez(npz, x_train=(centres[y_train] + rng.normal(size=(600, 16))).astype(np.float32),
+           y_train=y_train, x_test=(centres[y_test] + rng.normal(size=(200, 16))).astype(
+               np.float32), y_test=y_test)
+  cfg = tiny_config(strategy='vaal', **TINY_VAAL, **VECTOR_TASK, **{
+      'dataset.source': 'embeddings', 'dataset.root': str(npz)})
+  workdir = tmp_path / 'run'
+  cli(workdir, *CLI_VAAL, '--config.dataset.source=embeddings', f'--config.dataset.root={npz}',
+      '--config.model.name=linear', '--config.train.augment=False')
+  check_outputs(workdir, cfg)

@@ -1,6 +1,7 @@
-"""Datasets: one entry point, :func:`load_dataset`, returning uint8 NHWC arrays on the host.
+"""Datasets: one entry point, :func:`load_dataset`, returning arrays on the host: uint8 NHWC images,
+or float feature vectors ``[N, D]`` (embeddings).
 
-Three sources (``config.dataset.source``):
+Four sources (``config.dataset.source``):
 
 * ``synthetic`` -- procedurally generated, deterministic, class-structured images (oriented noisy
   gratings in random colours under random masks). Classes differ by orientation and frequency,
@@ -15,6 +16,10 @@ Three sources (``config.dataset.source``):
   ``dataset.data_dir`` (no downloads are attempted). Needs ``pip install 'jaxdisp[tfds]'``
   (tensorflow-datasets and TensorFlow, which tfds reads its files with); the other sources need
   neither.
+* ``embeddings`` -- frozen features from any backbone: ``dataset.root`` names one ``.npz`` file or
+  a folder of memory-mapped ``.npy`` files holding ``x_train [N, D]``, ``y_train``, ``x_test``,
+  ``y_test`` and optionally ``class_names`` and ``files`` (:func:`from_embeddings`; the files name
+  the source of each row, so queries name the images the vectors came from).
 
 Sample ids are positions in ``train_images``; ``train_ids`` names each one (relative file path
 for folders) so acquired labels can be traced back to files.
@@ -23,13 +28,15 @@ for folders) so acquired labels can be traced back to files.
 (:func:`long_tailed`); the test split stays as given.
 
 One module per role: ``dataset`` (the :class:`Dataset` record and its checks),
-``synthetic_images``, ``folder`` (image folders and their decoded cache), ``tfds`` and
+``synthetic_images``, ``folder`` (image folders and their decoded cache), ``tfds``,
+``embeddings`` (feature vectors and their checks) and
 ``imbalance`` (long-tailed subsets). Every public name is imported here: ``data.X``.
 """
 
 from __future__ import annotations
 
-from jaxdisp.data.dataset import Dataset, check_dataset
+from jaxdisp.data.dataset import Dataset, check_dataset, is_vector_shape
+from jaxdisp.data.embeddings import from_embeddings
 from jaxdisp.data.folder import IMAGE_SUFFIXES, FolderRows, cache_root, image_folder
 from jaxdisp.data.imbalance import RowSubset, long_tailed, long_tailed_counts
 from jaxdisp.data.synthetic_images import synthetic
@@ -37,8 +44,8 @@ from jaxdisp.data.tfds import from_tfds
 from jaxdisp.errors import DataError
 
 __all__ = ['Dataset', 'FolderRows', 'IMAGE_SUFFIXES', 'RowSubset', 'cache_root', 'check_dataset',
-           'from_tfds', 'image_folder', 'load_dataset', 'long_tailed', 'long_tailed_counts',
-           'synthetic']
+           'from_embeddings', 'from_tfds', 'image_folder', 'is_vector_shape', 'load_dataset',
+           'long_tailed', 'long_tailed_counts', 'synthetic']
 
 
 def load_dataset(dataset_cfg, lazy: bool = False) -> Dataset:
@@ -59,8 +66,11 @@ def load_dataset(dataset_cfg, lazy: bool = False) -> Dataset:
   elif source == 'tfds':
     ds = from_tfds(dataset_cfg.name, dataset_cfg.data_dir, dataset_cfg.train_split,
                    dataset_cfg.test_split)
+  elif source == 'embeddings':
+    ds = from_embeddings(dataset_cfg.root, name=dataset_cfg.name)
   else:
-    raise DataError(f'unknown dataset.source={source!r}: use synthetic, folder or tfds')
+    raise DataError(f'unknown dataset.source={source!r}: use synthetic, folder, tfds or '
+                    'embeddings')
   check_dataset(ds)
   imbalance = float(dataset_cfg.get('imbalance', 1.0))
   if imbalance != 1.0:

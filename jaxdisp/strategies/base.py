@@ -327,7 +327,8 @@ class ChunkInputs:
   idx: Array  # [chunk] dataset ids
   key: Array
   cfg: Any
-  inputs: Array | None = None  # [chunk, H, W, C] the normalised images (for full forward passes)
+  # [chunk, H, W, C] the normalised images, or [chunk, D] vectors (for full forward passes)
+  inputs: Array | None = None
   member_probs: Array | None = None  # [K, chunk, C] every member's probabilities (ensembles only)
   aux: Array | None = None  # [chunk] the auxiliary head's output, eval mode (Strategy.aux_head)
 

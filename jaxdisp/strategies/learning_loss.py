@@ -8,7 +8,9 @@ predicted loss. Followed: the paper and the authors'-style reference code
 * **Module** (:class:`LossNet`): for each stage output of the backbone (the 4 ResNet stages; the
   small CNN's 3 conv-BN-ReLU blocks, before their pooling) a global average pool, a Dense layer
   of ``learning_loss.hidden`` (128) units and a ReLU; the concatenation goes through a Dense(1):
-  the predicted loss of each sample.
+  the predicted loss of each sample. On feature vectors (``model.name=mlp``) the stages are the
+  MLP's hidden layers ``[B, model.hidden]``, taken as they are (nothing to pool); a linear head
+  (``model.name=linear``) has no hidden layer to attach to, and is refused.
 * **Loss** (:func:`loss_pred_loss`, the reference's ``LossPredLoss``, reduction ``mean``): the
   batch is paired with its own reverse (sample i with sample B-1-i, i < B/2); for each pair the
   predicted-loss difference ``d = l_i - l_j`` is pushed to agree in sign with the (gradient-free)
@@ -71,9 +73,19 @@ class LossNet(nn.Module):
 
   @nn.compact
   def __call__(self, stages) -> Array:
-    parts = [nn.relu(nn.Dense(self.hidden, name=f'fc{i}')(
-        jnp.mean(s.astype(jnp.float32), axis=(1, 2)))) for i, s in enumerate(stages)]
+    if not stages:
+      raise ConfigError('the loss-prediction module needs stage outputs; this backbone has none '
+                        '(model.name=linear has no hidden layer: use model.name=mlp)')
+    parts = [nn.relu(nn.Dense(self.hidden, name=f'fc{i}')(_pooled(s)))
+             for i, s in enumerate(stages)]
     return nn.Dense(1, name='out')(jnp.concatenate(parts, -1))[:, 0]
+
+
+def _pooled(stage: Array) -> Array:
+  """``[B, F]`` float32: a stage ``[B, H, W, C]`` averaged over its positions (global average
+  pooling); a hidden layer's ``[B, F]`` as it is."""
+  stage = stage.astype(jnp.float32)
+  return stage if stage.ndim == 2 else jnp.mean(stage, axis=tuple(range(1, stage.ndim - 1)))
 
 
 def loss_pred_loss(pred: Array, target: Array, mask: Array | None = None,
@@ -144,6 +156,14 @@ CONFIG = dict(  # the learning_loss group: cfg.learning_loss
 )
 
 
+def check_config(cfg) -> None:
+  """The module attaches to hidden layers: a linear head on feature vectors has none."""
+  if cfg.model.name == 'linear':
+    raise ConfigError('strategy=learning_loss attaches its loss-prediction module to the '
+                      "model's hidden layers, and model.name=linear has none: use "
+                      'model.name=mlp (model.depth >= 1 hidden layers)')
+
+
 def check_group(cfg) -> None:
   ll = cfg.learning_loss
 
@@ -173,4 +193,4 @@ STRATEGY = base.register(base.Strategy(
     'of train.epochs, one optimizer for both, re-initialised every round)',
     cost='1 training (with the loss-prediction module) + 1 pool pass (after training)',
     outputs=('predicted_loss',), score=score, config=CONFIG, check_group=check_group,
-    aux_head=aux_head), builtin=True)
+    check_config=check_config, aux_head=aux_head), builtin=True)

@@ -48,6 +48,16 @@ Adapted for jaxdisp:
   compiled step in every round. The batch is split over the ``data`` axis (data parallel,
   sync-BN, like the task model); the images are the task model's normalised inputs (dataset
   mean / std, not the authors' 0.5 / 0.5), so the reconstruction target is that image.
+* **Feature vectors** (``dataset.source=embeddings``: ``image_shape`` is ``(D,)``, the inputs
+  the task model's vectors standardised per dimension). The authors' VAE is convolutional, for
+  images only; here it becomes an MLP of the same pattern (``vaal_model.VectorEncoder`` and
+  ``VectorDecoder``): encoder ``D -> h -> h`` (Dense without bias + BatchNorm + ReLU, as each
+  convolution block) then the mu and log sigma^2 heads; decoder ``z -> h -> h`` (the same
+  blocks) then a Dense with bias to ``D``, no activation (the target is the standardised
+  vector). ``h = 4 * vaal.width`` (512 at the paper's 128, the discriminator's width). The
+  discriminator (already an MLP on mu), the losses (MSE mean over elements + beta KL, the
+  adversarial and D BCE terms), beta, lambda, the step counts, the batches, the initialisation
+  and the query are unchanged. No flips (no augmentation for vectors).
 * **Image size.** The 32x32 architecture has 4 encoder stages (32 -> 2) and 3 transposed
   convolutions (4 -> 32). For an image side s the encoder has ``max(1, floor(log2 s) - 1)``
   stages, so the bottleneck is 2x2 whenever s is a power of two (16x16: 3 stages, channels
@@ -84,8 +94,8 @@ from jaxdisp import parallel, train
 from jaxdisp.errors import ConfigError, NumericalError
 from jaxdisp.strategies import base
 from jaxdisp.strategies.vaal_model import (
-    KL_REDUCTIONS, VAE, Discriminator, adversarial_loss, discriminator_loss, kaiming_fill,
-    query_scores, vae_loss)
+    KL_REDUCTIONS, VAE, Discriminator, adversarial_loss, discriminator_loss, is_vector,
+    kaiming_fill, query_scores, vae_loss)
 
 Array = jax.Array
 
@@ -153,18 +163,22 @@ def init_state(vs: VaalSetup, key: Array) -> VaalState:
 
 
 def images(vs: VaalSetup, data, idx: Array) -> Array:
-  """Normalised float32 images of the dataset rows ``idx`` (inside jit)."""
+  """Normalised float32 images (or standardised feature vectors ``[B, D]``) of the dataset rows
+  ``idx`` (inside jit): the task model's inputs, unaugmented."""
   return train.model_inputs(vs.task, data, idx).astype(jnp.float32)
 
 
 def draw_batch(vs: VaalSetup, data, buffer: Array, num: Array, key: Array) -> Array:
   """``batch_size`` images drawn uniformly with replacement from the first ``num`` ids of
-  ``buffer``, each flipped horizontally with probability 1/2; split over ``data``."""
+  ``buffer``, each flipped horizontally with probability 1/2 (feature vectors: not flipped);
+  split over ``data``."""
   k_pos, k_flip = jax.random.split(key)
   b, mesh = vs.batch_size, vs.task.mesh
   pos = jax.random.randint(k_pos, (b,), 0, jnp.maximum(num, 1))
   idx = parallel.constrain(buffer[pos], mesh)
   x = images(vs, data, idx)
+  if is_vector(vs.task.image_shape):  # no augmentation for feature vectors
+    return parallel.constrain(x, mesh)
   flip = jax.random.bernoulli(k_flip, 0.5, (b,))
   return parallel.constrain(jnp.where(flip[:, None, None, None], x[:, :, ::-1], x), mesh)
 
@@ -331,7 +345,9 @@ CONFIG = dict(  # the vaal group: cfg.vaal
     epochs=100.0,
     batch_size=128,  # labeled and unlabeled images per step (each)
     learning_rate=5e-4,  # Adam, VAE and D
-    width=128,  # channels of the first encoder stage (doubling per stage: 128..1024 at 32x32)
+    # images: channels of the first encoder stage (doubling per stage: 128..1024 at 32x32);
+    # feature vectors: the MLP VAE's hidden layers have 4 * width units (512 at 128)
+    width=128,
     # 'sum': the KL summed over batch and latent dims (the authors'); 'batch_mean': over the batch
     # size (the per-sample ELBO; the summed KL dwarfs the mean-over-elements MSE)
     kl_reduction='sum',
@@ -348,7 +364,7 @@ def check_group(cfg) -> None:
 
   need(v.latent_dim > 0, f'vaal.latent_dim={v.latent_dim} must be positive')
   need(v.width > 0, f'vaal.width={v.width} must be positive (channels of the first encoder '
-       'stage; the paper uses 128)')
+       'stage, 4 x width hidden units for feature vectors; the paper uses 128)')
   need(finite(v.beta) and v.beta >= 0, f'vaal.beta={v.beta} must be a finite number >= 0')
   need(finite(v.adversary_weight) and v.adversary_weight >= 0,
        f'vaal.adversary_weight={v.adversary_weight} must be a finite number >= 0')

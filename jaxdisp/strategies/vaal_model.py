@@ -1,6 +1,11 @@
 """VAAL's networks and losses (Sinha, Ebrahimi, Darrell, ICCV 2019; the authors' ``model.py``
 and ``solver.py``): the beta-VAE, the discriminator on its latent mean, their losses, and their
 Kaiming-normal initialisation. How they are trained and how the pool is scored: ``vaal.py``.
+
+The VAE is the authors' convolutional one for images (``image_shape`` H, W, C) and, for feature
+vectors (``image_shape`` (D,), ``dataset.source=embeddings``), an MLP of the same pattern
+(:class:`VectorEncoder`, :class:`VectorDecoder`; an adaptation, the authors' VAE is
+convolutional only). The discriminator and the losses are the same for both.
 """
 
 from __future__ import annotations
@@ -16,11 +21,26 @@ Array = jax.Array
 
 KL_REDUCTIONS = ('sum', 'batch_mean')
 DISCRIMINATOR_HIDDEN = 512
+# The MLP VAE for feature vectors: VECTOR_LAYERS hidden layers of VECTOR_HIDDEN_PER_WIDTH *
+# vaal.width units in the encoder and in the decoder (512 at the paper's width 128, the
+# discriminator's width).
+VECTOR_HIDDEN_PER_WIDTH = 4
+VECTOR_LAYERS = 2
 # torch.nn.init.kaiming_normal_ (the authors' kaiming_init): fan-in, gain sqrt(2), normal.
 _kaiming = nn.initializers.variance_scaling(2.0, 'fan_in', 'normal')
 
 
 # ---- the networks -------------------------------------------------------------------------------
+
+def is_vector(image_shape) -> bool:
+  """Whether the inputs are feature vectors ``(D,)`` (the MLP VAE) rather than images."""
+  return len(tuple(image_shape)) == 1
+
+
+def vector_hidden(width: int) -> int:
+  """Hidden units of the MLP VAE's layers for ``vaal.width``."""
+  return VECTOR_HIDDEN_PER_WIDTH * int(width)
+
 
 def num_stages(image_shape) -> int:
   """Encoder stages for an image of ``image_shape`` (H, W, C): 4 at 32x32, 3 at 16x16."""
@@ -100,13 +120,53 @@ class Decoder(nn.Module):
     return x[:, :h, :w]
 
 
+class VectorEncoder(nn.Module):
+  """The encoder for feature vectors ``[B, D]``: ``layers`` x (Dense(``hidden``) without bias +
+  BN + ReLU), the convolution blocks' pattern, then the mu and log sigma^2 heads."""
+  latent_dim: int
+  hidden: int
+  layers: int = VECTOR_LAYERS
+
+  @nn.compact
+  def __call__(self, x: Array, train_mode: bool) -> tuple[Array, Array]:
+    for _ in range(self.layers):
+      x = nn.Dense(self.hidden, use_bias=False, kernel_init=_kaiming)(x)
+      x = nn.relu(_batch_norm(train_mode)(x))
+    mu = nn.Dense(self.latent_dim, kernel_init=_kaiming, name='mu')(x)
+    logvar = nn.Dense(self.latent_dim, kernel_init=_kaiming, name='logvar')(x)
+    return mu, logvar
+
+
+class VectorDecoder(nn.Module):
+  """The decoder for feature vectors: ``layers`` x (Dense(``hidden``) without bias + BN + ReLU),
+  then a Dense with bias to the ``dim`` inputs (no activation, as the 1x1 transposed convolution
+  of the image decoder: the target is the standardised vector)."""
+  dim: int
+  hidden: int
+  layers: int = VECTOR_LAYERS
+
+  @nn.compact
+  def __call__(self, z: Array, train_mode: bool) -> Array:
+    x = z
+    for _ in range(self.layers):
+      x = nn.Dense(self.hidden, use_bias=False, kernel_init=_kaiming)(x)
+      x = nn.relu(_batch_norm(train_mode)(x))
+    return nn.Dense(self.dim, kernel_init=_kaiming, name='out')(x)
+
+
 class VAE(nn.Module):
-  """The beta-VAE: ``(recon, z, mu, logvar) = VAE()(x, key, train_mode)``."""
+  """The beta-VAE: ``(recon, z, mu, logvar) = VAE()(x, key, train_mode)``; convolutional for
+  images ``(H, W, C)``, an MLP for feature vectors ``(D,)`` (:func:`is_vector`)."""
   image_shape: tuple
   latent_dim: int
   width: int
 
   def setup(self):
+    if is_vector(self.image_shape):
+      hidden = vector_hidden(self.width)
+      self.encoder = VectorEncoder(self.latent_dim, hidden)
+      self.decoder = VectorDecoder(int(self.image_shape[0]), hidden)
+      return
     stages = num_stages(self.image_shape)
     self.encoder = Encoder(self.latent_dim, self.width, stages)
     self.decoder = Decoder(tuple(self.image_shape), self.width, stages)

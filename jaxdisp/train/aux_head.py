@@ -27,7 +27,8 @@ Array = jax.Array
 
 class ClassifierWithAux(models.Classifier):
   """A ``models.Classifier`` with an auxiliary head ``aux`` on the backbone's stage outputs (a
-  tuple of ``[B, H, W, C]``) giving one value per sample ``[B]``. ``__call__`` is the
+  tuple of ``[B, H, W, C]`` for the image models, of ``[B, F]`` for the MLP's hidden layers)
+  giving one value per sample ``[B]``. ``__call__`` is the
   classifier's (it only creates the head at ``init``); ``train_with_aux`` and ``embed_aux`` run
   the head. The task model's parameters are those of the same classifier without the head."""
   aux: nn.Module
@@ -89,4 +90,5 @@ class AuxHead:
     task, losses = task_loss.cross_entropy(logits, labels, mask)
     aux_loss = self.loss(out, jax.lax.stop_gradient(losses), mask)
     return (task + self.weight * aux_loss,
-            task_loss.Terms(logits, updates['batch_stats'], task, {'aux_loss': aux_loss}))
+            task_loss.Terms(logits, updates.get('batch_stats', {}), task,
+                            {'aux_loss': aux_loss}))

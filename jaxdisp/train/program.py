@@ -36,6 +36,11 @@ def make_setup(cfg, mesh: Mesh, image_shape, num_classes: int, record: bool,
   if t.batch_size % d:
     raise ConfigError(f'train.batch_size={t.batch_size} must be a multiple of the '
                       f'{d} devices')
+  vectors = len(tuple(image_shape)) == 1  # feature vectors [N, D] (data.is_vector_shape)
+  models.check_config(cfg.model, vectors, f'the dataset (samples of shape {tuple(image_shape)})')
+  if vectors and (t.augment or cfg.dispersion.augmented_views):
+    raise ConfigError('image augmentation (train.augment, dispersion.augmented_views) does not '
+                      'apply to feature vectors: set both to False')
   if aux is not None and int(members) > 1:
     raise ConfigError(f'an auxiliary head (strategy={cfg.strategy}) cannot be trained with '
                       f'{members} ensemble members; use one')
@@ -62,10 +67,13 @@ def shards_train_images(cfg) -> bool:
 
 def step_loop(cfg, mesh: Mesh) -> str:
   """Where the epoch's step loop runs (``loop.py``): ``device`` (one call per epoch) or
-  ``host``."""
+  ``host``. ``auto``: host for the image models on CPU (XLA:CPU runs conv gradients far slower
+  inside loops), device otherwise -- the heads for feature vectors have no convolution, and one
+  call per epoch removes the per-step dispatch that dominates their tiny steps."""
   if cfg.train.step_loop != 'auto':
     return cfg.train.step_loop
-  return 'host' if mesh.devices.flat[0].platform == 'cpu' else 'device'
+  on_cpu = mesh.devices.flat[0].platform == 'cpu'
+  return 'host' if on_cpu and cfg.model.name not in models.VECTOR_MODELS else 'device'
 
 
 def member_map(cfg, mesh: Mesh) -> str:

@@ -41,7 +41,7 @@ class TrainSetup:
   tx: optax.GradientTransformation
   mesh: Mesh
   train_cfg: Any  # the frozen ``train`` config group (schedule, batch size, augmentation)
-  image_shape: tuple
+  image_shape: tuple  # one sample: (H, W, C) for images, (D,) for feature vectors
   num_classes: int
   chunk: int  # pool/eval chunk, a multiple of the device count
   recording: Recording  # which epochs record the pool, and what

@@ -24,7 +24,8 @@ Array = jax.Array
 
 def model_inputs(setup: TrainSetup, data: DeviceData, idx: Array, keys: Array | None = None,
                  train_split: bool = True) -> Array:
-  """Normalised (and, with ``keys``, augmented) images of rows ``idx`` of a split."""
+  """Normalised (and, with ``keys``, augmented) images of rows ``idx`` of a split; for feature
+  vectors ``[N, D]`` the standardised vectors (never augmented: ``make_setup`` refuses it)."""
   if train_split and setup.shard_train:
     images = parallel.gather_rows(data.train_images, idx, setup.mesh)
   else:

@@ -57,7 +57,8 @@ class TaskLoss:
     logits, updates = model.apply(variables, x, train=True, mask=mask, rngs={'dropout': rng},
                                   mutable=['batch_stats'])
     task, _ = cross_entropy(logits, labels, mask)
-    return task, Terms(logits, updates['batch_stats'], task, {})
+    # a model without BatchNorm (the vector heads) has no batch_stats to update
+    return task, Terms(logits, updates.get('batch_stats', {}), task, {})
 
 
 TASK_LOSS = TaskLoss()
