@@ -155,10 +155,11 @@ class VectorMoments:
     return self.mean.astype(np.float32), np.where(std > 0, std, np.float32(1.0))
 
 
-def vector_stats(vectors, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
-  """:class:`VectorMoments` statistics of ``vectors`` ``[N, D]`` read ``chunk`` rows at a time
-  (a memory map is never loaded whole)."""
+def vector_stats(vectors, chunk_values: int = 1 << 22) -> tuple[np.ndarray, np.ndarray]:
+  """:class:`VectorMoments` statistics of ``vectors`` ``[N, D]`` read about ``chunk_values``
+  values at a time (32 MB in float64, whatever D; a memory map is never loaded whole)."""
   moments = VectorMoments(vectors.shape[1])
+  chunk = max(1, chunk_values // max(1, vectors.shape[1]))
   for i in range(0, vectors.shape[0], chunk):
     moments.add(vectors[i:i + chunk])
   return moments.stats()

@@ -180,7 +180,7 @@ def test_vector_statistics_are_the_float64_ones_and_survive_float16_and_subsets(
   for imbalance in (1.0, 2.0):  # 2: a long-tailed subset of the memory map (data.RowSubset)
     ds = data.load_dataset(features_config(folder, **{'dataset.imbalance': imbalance}).dataset)
     x = np.asarray(ds.train_images, np.float64)
-    mean, std = input_pipeline.vector_stats(ds.train_images, chunk=7)  # blocks of 7 rows
+    mean, std = input_pipeline.vector_stats(ds.train_images, chunk_values=7 * D)  # blocks of 7 rows
     np.testing.assert_allclose(mean, x.mean(0), rtol=1e-6)
     expected = x.std(0)
     expected[3] = 1.0
