@@ -49,8 +49,9 @@ def config(quick: bool, members: int, member_map: str):
 
 def prepare(name: str, cfg, dataset):
   """``round()``: one timed round 0 of ``cfg`` (compiled by a warm-up round first)."""
-  from jaxdisp import compile_counter, config_lib, experiment, parallel, rounds  # pylint: disable=g-import-not-at-top
-  config_lib.validate(cfg)
+  # pylint: disable-next=g-import-not-at-top
+  from jaxdisp import compile_counter, config_checks, experiment, parallel, rounds
+  config_checks.validate(cfg)
   exp = rounds.Experiment.create(cfg, dataset, mesh=parallel.make_mesh(1))
   state0 = exp.initial_state()
   runner = experiment.Runner(exp)

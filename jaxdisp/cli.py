@@ -32,7 +32,7 @@ import sys
 
 import ml_collections
 
-from jaxdisp import config_lib
+from jaxdisp import config_checks
 from jaxdisp.errors import ConfigError, JaxdispError
 
 # Logging of these libraries is reduced to warnings (orbax, clu and tensorstore log every write).
@@ -148,7 +148,7 @@ def _parse_tuple(raw: str, current, bad) -> tuple:
       raise bad(example) from None
     value = raw  # a path-like word, e.g. a/b*
   value = tuple(value) if isinstance(value, (tuple, list)) else (value,)
-  wrong = config_lib.wrong_element(value, current)
+  wrong = config_checks.wrong_element(value, current)
   if wrong:
     raise bad(f'{example} (elements: {wrong[0]}; got {wrong[1]!r})')
   return value

@@ -19,8 +19,8 @@ import jax
 from absl import logging
 from etils import epath
 
-from jaxdisp import checkpointing, cli, config_lib, data, diagnostics, files, locking, oracle
-from jaxdisp import outputs, preemption, progress, rounds, train
+from jaxdisp import checkpointing, cli, config_checks, config_lib, data, diagnostics, files
+from jaxdisp import locking, oracle, outputs, preemption, progress, rounds, train
 from jaxdisp.al_state import ALState
 from jaxdisp.errors import JaxdispError, NumericalError
 
@@ -39,7 +39,7 @@ def run(cfg, workdir: str) -> ALState:
   Raises :class:`~jaxdisp.errors.JaxdispError` for bad inputs and
   :class:`~jaxdisp.errors.Preempted` after a stop signal (checkpoint saved).
   """
-  config_lib.validate(cfg)
+  config_checks.validate(cfg)
   cli.check_utf8_path(workdir)
   if cfg.checkpoint.dir:
     cli.check_utf8_path(cfg.checkpoint.dir, 'checkpoint.dir')
@@ -101,7 +101,7 @@ def _remove_if_unused(workdir: str) -> None:
 
 def _run_locked(cfg, workdir: str) -> ALState:
   dataset = data.load_dataset(cfg.dataset, lazy=train.shards_train_images(cfg))
-  config_lib.validate_against_data(cfg, dataset.num_train, dataset.num_classes)
+  config_checks.validate_against_data(cfg, dataset.num_train, dataset.num_classes)
   primary = jax.process_index() == 0  # the one process that writes outputs (all checkpoint)
   if primary:
     files.remove_stale_temporaries(workdir)

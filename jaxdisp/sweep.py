@@ -94,7 +94,7 @@ def plan(get_config, strategies, seeds, overrides):
 
   ``get_config()`` gives a fresh config per run; ``overrides`` are ``[(key, raw value)]``.
   """
-  from jaxdisp import config_lib, strategies as registry  # pylint: disable=g-import-not-at-top
+  from jaxdisp import config_checks, strategies as registry  # pylint: disable=g-import-not-at-top
   for key, _ in overrides:
     if key in ('strategy', 'seed'):
       raise ConfigError(f'{key} is set by --{"strategies" if key == "strategy" else "seeds"}, '
@@ -114,7 +114,7 @@ def plan(get_config, strategies, seeds, overrides):
                           'oracle.kind=simulated (the files oracle waits for people after every '
                           'round; run jaxdisp.main)')
       try:
-        config_lib.validate(cfg)
+        config_checks.validate(cfg)
       except ConfigError as e:
         raise ConfigError(f'{run_name(strategy, seed)}: {e}') from None
       runs.append((strategy, seed, cfg))

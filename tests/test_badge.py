@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from _helpers import tiny_config
-from jaxdisp import config_lib, parallel
+from jaxdisp import config_checks, parallel
 from jaxdisp.errors import ConfigError
 from jaxdisp.strategies import badge
 
@@ -110,9 +110,9 @@ def test_badge_without_gradients_draws_uniformly_among_the_unchosen():
 ])
 def test_bad_badge_values_are_refused_in_one_line(overrides, message):
   with pytest.raises(ConfigError) as e:
-    config_lib.validate(tiny_config(strategy='badge', **overrides))
+    config_checks.validate(tiny_config(strategy='badge', **overrides))
   assert str(e.value) == message
-  config_lib.validate(tiny_config(strategy='badge'))
+  config_checks.validate(tiny_config(strategy='badge'))
 
 
 def test_badge_outputs_are_nan_guarded_by_the_core():

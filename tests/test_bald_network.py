@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from _helpers import tiny_config
-from jaxdisp import config_lib, input_pipeline, models, parallel, strategies, train
+from jaxdisp import config_checks, input_pipeline, models, parallel, strategies, train
 from jaxdisp.data import Dataset
 from jaxdisp.errors import ConfigError
 
@@ -125,5 +125,5 @@ def test_network_dropout_layers_and_head_only_models(name):
 ])
 def test_bad_dropout_values_are_refused_in_one_line(overrides, message):
   with pytest.raises(ConfigError, match=message):
-    config_lib.validate(network_cfg(**overrides))
-  config_lib.validate(network_cfg())
+    config_checks.validate(network_cfg(**overrides))
+  config_checks.validate(network_cfg())

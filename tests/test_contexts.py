@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from _helpers import TINY, cli, load_results, tiny_config
-from jaxdisp import checkpointing, config_lib, data, oracle, rounds
+from jaxdisp import checkpointing, config_checks, data, oracle, rounds
 from jaxdisp.errors import ConfigError
 from jaxdisp.experiment import run as run_experiment
 
@@ -33,7 +33,7 @@ def test_simulated_answers_flip_the_given_fraction_to_another_class_reproducibly
 ])
 def test_bad_oracle_values_are_refused(overrides, message):
   with pytest.raises(ConfigError, match=message):
-    config_lib.validate(tiny_config(**overrides))
+    config_checks.validate(tiny_config(**overrides))
 
 
 def test_noisy_oracle_run_reports_balanced_and_per_class_accuracy(tmp_path):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from _helpers import REPO, TINY, cli, load_results
-from jaxdisp import config_lib, strategies
+from jaxdisp import config_checks, config_lib, strategies
 from jaxdisp.errors import ConfigError
 
 
@@ -63,16 +63,16 @@ def test_a_config_file_strategy_owns_a_group_set_and_checked_from_the_command_li
   try:
     cfg = _parse('--config.dispersion_margin.margin_weight=0.25')
     assert cfg.dispersion_margin.margin_weight == 0.25
-    config_lib.validate(cfg)
+    config_checks.validate(cfg)
     # the group is part of the schema of every config while the strategy is registered
     assert config_lib.flatten(config_lib.base_config())['dispersion_margin.margin_weight'] == 1.0
     with pytest.raises(Exception, match='margin_weight'):  # the flag parser checks the type
       _parse("--config.dispersion_margin.margin_weight='heavy'")
     cfg.dispersion_margin.margin_weight = 1.5
     with pytest.raises(ConfigError, match=r'margin_weight=1.5 must be in \[0, 1\]'):
-      config_lib.validate(cfg)
+      config_checks.validate(cfg)
     cfg.strategy = 'random'  # another strategy's run: the group cannot affect it, not checked
-    config_lib.validate(cfg)
+    config_checks.validate(cfg)
   finally:
     strategies.unregister('dispersion_margin')
   assert 'dispersion_margin' not in config_lib.base_config()
@@ -139,7 +139,7 @@ def test_every_strategy_check_runs_from_the_registry():
   """Validation asks the strategy: bald refuses a model without dropout (the registry's check,
   not a name test in the core)."""
   from _helpers import tiny_config  # pylint: disable=g-import-not-at-top
-  from jaxdisp import config_lib  # pylint: disable=g-import-not-at-top
+  from jaxdisp import config_checks  # pylint: disable=g-import-not-at-top
   with pytest.raises(ConfigError, match='strategy=bald needs Monte-Carlo dropout'):
-    config_lib.validate(tiny_config(strategy='bald'))
-  config_lib.validate(tiny_config(strategy='bald', **{'model.dropout': 0.3}))
+    config_checks.validate(tiny_config(strategy='bald'))
+  config_checks.validate(tiny_config(strategy='bald', **{'model.dropout': 0.3}))

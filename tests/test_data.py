@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxdisp import config_lib, data
+from jaxdisp import config_checks, config_lib, data
 from jaxdisp.data import folder
 from jaxdisp.errors import DataError
 
@@ -193,9 +193,9 @@ def test_class_count_mismatch_between_config_and_data_is_refused(tmp_path):
   cfg.dataset.source, cfg.dataset.root = 'folder', str(tmp_path / 'ds')
   cfg.al.initial_size, cfg.al.budget, cfg.al.rounds = 4, 2, 1
   with pytest.raises(config_lib.ConfigError, match='num_classes=10 but the folder dataset'):
-    config_lib.validate_against_data(cfg, 12, 3)
+    config_checks.validate_against_data(cfg, 12, 3)
   cfg.dataset.num_classes = 0  # = take it from the data
-  config_lib.validate_against_data(cfg, 12, 3)
+  config_checks.validate_against_data(cfg, 12, 3)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -282,16 +282,16 @@ def test_load_dataset_applies_imbalance_and_config_refuses_bad_values():
   assert counts.tolist() == data.long_tailed_counts(
       np.bincount(full.train_labels, minlength=10), 10.0)
   assert ds.train_ids == data.long_tailed(full, 10.0, 3).train_ids
-  config_lib.validate(cfg)
+  config_checks.validate(cfg)
   for bad in (0.5, 0.0, -2.0, float('nan'), float('inf')):
     cfg.dataset.imbalance = bad
     with pytest.raises(config_lib.ConfigError, match=r'dataset\.imbalance=.* must be a finite '
                        r'number >= 1') as err:
-      config_lib.validate(cfg)
+      config_checks.validate(cfg)
     assert '\n' not in str(err.value)
   cfg.dataset.imbalance, cfg.dataset.data_seed = 1.0, -1
   with pytest.raises(config_lib.ConfigError, match='dataset.data_seed=-1 must be >= 0'):
-    config_lib.validate(cfg)
+    config_checks.validate(cfg)
 
 
 def test_imbalance_below_one_is_one_error_line_on_the_command_line(tmp_path):

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from _helpers import tiny_config
-from jaxdisp import (checkpointing, config_lib, data, dispersion as disp, experiment,
+from jaxdisp import (checkpointing, config_checks, config_lib, data, dispersion as disp, experiment,
                      input_pipeline, parallel, preemption, rounds, selection, strategies, train)
 from jaxdisp.errors import ConfigError
 from jaxdisp.strategies import dynamics
@@ -287,7 +287,7 @@ def test_pool_modal_labels_match_numpy_on_one_and_four_devices():
 ])
 def test_bad_values_are_one_line_errors(overrides, message):
   with pytest.raises(ConfigError, match=message.replace('(', r'\(').replace(')', r'\)')) as e:
-    config_lib.validate(tiny_config(**overrides))
+    config_checks.validate(tiny_config(**overrides))
   assert '\n' not in str(e.value)
 
 
@@ -323,7 +323,7 @@ def test_round_scores_with_every_addition_and_resumes_mid_round_bit_for_bit(tmp_
       records=('labels',) + ALL_STATS, score=_all_stats_variability))
   try:
     cfg = tiny_config(strategy='_all_dynamics', **{'al.rounds': 1})
-    config_lib.validate(cfg)
+    config_checks.validate(cfg)
     exp = rounds.Experiment.create(cfg, data.load_dataset(cfg.dataset))
     assert exp.mesh.size == 4
     state0 = exp.initial_state()
@@ -360,7 +360,7 @@ def test_round_scores_with_every_addition_and_resumes_mid_round_bit_for_bit(tmp_
       if name == 'entropy':
         ctx = trained.replace(history=trained.history[:0])
       cfg_v = tiny_config(strategy=name, **{'al.rounds': 1, **overrides})
-      config_lib.validate(cfg_v)
+      config_checks.validate(cfg_v)
       exp_v = dataclasses.replace(exp, cfg=cfg_v, strategy=strategies.get(name))
       scored = rounds.score_pool(exp_v, ctx)
       assert scored.num_nonfinite == 0

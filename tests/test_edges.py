@@ -67,7 +67,7 @@ def test_out_of_range_seeds_and_string_tuple_elements_are_one_line(module, args,
 
 def test_a_config_file_with_a_string_in_a_tuple_key_is_one_line(tmp_path):
   """The override parser checks a tuple's elements; a config file's own values are checked by
-  config_lib.validate, for jaxdisp.main and jaxdisp.sweep alike."""
+  config_checks.validate, for jaxdisp.main and jaxdisp.sweep alike."""
   config = tmp_path / 'bad.py'
   config.write_text('from jaxdisp import cli\n\n\ndef get_config():\n'
                     f'  c = cli.load_config({DEMO!r})\n'

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from jaxdisp import embed
+from jaxdisp.embed import coates
 from jaxdisp.data.folder import image_folder
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -168,7 +169,7 @@ def test_sampled_patches_are_image_patches():
   images = np.random.default_rng(3).integers(0, 256, (5, 9, 8, 3), dtype=np.uint8)
   sampled = embed.sample_patches(images, 50, seed=0, chunk=2)
   dense = np.asarray(embed.image_patches(jnp.asarray(images, jnp.float32)))
-  rng = embed._rng(0, embed._PATCHES)  # pylint: disable=protected-access
+  rng = coates.rng(0, coates.PATCHES)
   which, rows, cols = rng.integers(0, 5, 50), rng.integers(0, 4, 50), rng.integers(0, 3, 50)
   np.testing.assert_array_equal(sampled, dense[which, rows, cols])
 
@@ -178,7 +179,7 @@ def test_kmeans_against_numpy_lloyd():
   x = np.concatenate([rng.normal(size=(300, 3)) + c for c in ([0, 0, 6], [6, 0, 0], [0, 6, 0])])
   x = x.astype(np.float32)
   got = embed.kmeans(x, 3, iterations=4, seed=7, batch=128)
-  init = embed._rng(7, embed._INIT).choice(900, 3, replace=False)  # pylint: disable=protected-access
+  init = coates.rng(7, coates.INIT).choice(900, 3, replace=False)
   ref = x[np.sort(init)]
   for _ in range(4):
     labels = ((x[:, None] - ref[None]) ** 2).sum(-1).argmin(1)

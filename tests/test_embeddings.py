@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from _helpers import cli, tiny_config
-from jaxdisp import config_lib, data, experiment, input_pipeline, models, parallel, rounds
+from jaxdisp import config_checks, data, experiment, input_pipeline, models, parallel, rounds
 from jaxdisp import strategies, train
 from jaxdisp.errors import ConfigError, JaxdispError
 
@@ -75,7 +75,7 @@ NEEDS = {'bald': {'model.dropout': 0.3}, 'ensemble': {'ensemble.members': 2},
 @pytest.mark.parametrize('strategy', strategies.builtin_names())
 def test_every_strategy_runs_on_embeddings(strategy, sources):
   cfg = features_config(sources[0], strategy=strategy, num_devices=1, **NEEDS.get(strategy, {}))
-  config_lib.validate(cfg)
+  config_checks.validate(cfg)
   state = run_rounds(cfg)
   assert int(state.round) == cfg.al.rounds + 1
   initial, chosen = set(np.flatnonzero(state.labeled_round == 0)), state.selected(0).tolist()
@@ -88,7 +88,7 @@ def test_every_strategy_runs_on_embeddings(strategy, sources):
 
 def test_learning_loss_on_a_linear_head_is_refused_with_one_line(sources):
   with pytest.raises(ConfigError) as e:
-    config_lib.validate(features_config(sources[0], strategy='learning_loss'))
+    config_checks.validate(features_config(sources[0], strategy='learning_loss'))
   assert "model's hidden layers, and model.name=linear has none: use model.name=mlp" in str(e.value)
   assert '\n' not in str(e.value)
 
@@ -105,7 +105,7 @@ def test_learning_loss_on_a_linear_head_is_refused_with_one_line(sources):
 ])
 def test_models_and_augmentation_must_fit_the_inputs(overrides, message, sources):
   with pytest.raises(ConfigError, match=None) as e:
-    config_lib.validate(features_config(sources[0], **overrides))
+    config_checks.validate(features_config(sources[0], **overrides))
   assert message in str(e.value) and '\n' not in str(e.value)
 
 

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from _helpers import check_outputs, cli, load_results, tiny_config
-from jaxdisp import (compile_counter, config_lib, data, input_pipeline, parallel, rounds,
-                     selection, strategies, train)
+from jaxdisp import (compile_counter, config_checks, config_lib, data, input_pipeline, parallel,
+                     rounds, selection, strategies, train)
 from jaxdisp.errors import ConfigError
 from jaxdisp.strategies import ensemble
 
@@ -183,7 +183,7 @@ def test_a_trained_round_selects_the_same_ids_on_one_and_four_devices():
   """Training, evaluation, pool pass and selection of a whole round (3 members, the tiny demo
   config): the same ids, for both scores, on 1 and 4 devices."""
   cfg = tiny_config(strategy='ensemble', **{'ensemble.members': 3, 'al.rounds': 1})
-  config_lib.validate(cfg)
+  config_checks.validate(cfg)
   ds = data.load_dataset(cfg.dataset)
   got = {}
   for d in (1, 4):
@@ -308,7 +308,7 @@ def test_member_maps_give_the_same_pool_outputs_and_auto_is_per_backend():
 ])
 def test_bad_values_are_one_line_errors(overrides, message):
   with pytest.raises(ConfigError, match=message.replace('(', r'\(').replace(')', r'\)')) as e:
-    config_lib.validate(tiny_config(**overrides))
+    config_checks.validate(tiny_config(**overrides))
   assert '\n' not in str(e.value)
 
 
@@ -334,7 +334,7 @@ def test_rounds_after_the_first_compile_nothing(record_always):
   cfg = tiny_config(strategy='ensemble', **{'ensemble.members': 2, 'train.epochs': 2,
                                             'al.rounds': 2,
                                             'dispersion.record_always': record_always})
-  config_lib.validate(cfg)
+  config_checks.validate(cfg)
   exp = rounds.Experiment.create(cfg, data.load_dataset(cfg.dataset))
   assert exp.setup.members == 2 and exp.setup.step_loop == 'host'
   names = ('init_members', 'members_epoch_begin', 'members_epoch_step', 'members_epoch_end',

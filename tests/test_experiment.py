@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from _helpers import check_outputs, cli, load_results, tiny_config
-from jaxdisp import config_lib, strategies
+from jaxdisp import config_checks, config_lib, strategies
 from jaxdisp.errors import JaxdispError, NumericalError
 from jaxdisp.experiment import run as run_experiment
 
@@ -153,7 +153,7 @@ def test_resuming_with_a_different_config_is_refused(tmp_path):
 ])
 def test_inconsistent_config_values_are_refused(overrides, message):
   with pytest.raises(JaxdispError, match=message):
-    config_lib.validate(tiny_config(**overrides))
+    config_checks.validate(tiny_config(**overrides))
 
 
 @pytest.mark.parametrize('epochs, start, every', [(6, 0, 1), (6, 1, 2), (2, 0, 5), (100, 10, 7),
@@ -166,11 +166,11 @@ def test_recorded_epochs_counts_the_history_rows_the_trainer_allocates(epochs, s
     cfg = tiny_config(strategy=strategy, **{'dispersion.record_always': always, **overrides})
     recording = train.Recording.from_config(cfg, enabled=strategy == 'dispersion' or always)
     rows = recording.num_rows
-    assert config_lib.recorded_epochs(cfg) == rows
+    assert config_checks.recorded_epochs(cfg) == rows
     assert rows == sum(recording.slot(e)[1] for e in range(epochs)) * (
         strategy == 'dispersion' or always)
   # Baselines keep no (or an optional) history: a short one is no reason to refuse them.
-  config_lib.validate(tiny_config(strategy='entropy', **overrides))
+  config_checks.validate(tiny_config(strategy='entropy', **overrides))
 
 
 def test_diverging_training_stops_naming_epoch_and_step_and_keeps_the_checkpoint(tmp_path):
@@ -214,7 +214,7 @@ def test_a_runner_without_a_checkpointer_stops_a_diverging_round_too():
 ])
 def test_a_strategy_group_is_checked_whenever_it_can_affect_the_run(overrides, message):
   with pytest.raises(JaxdispError, match=message):
-    config_lib.validate(tiny_config(**overrides))
+    config_checks.validate(tiny_config(**overrides))
 
 
 @pytest.mark.parametrize('overrides', [
@@ -225,7 +225,7 @@ def test_a_strategy_group_is_checked_whenever_it_can_affect_the_run(overrides, m
      'vaal.width': 0, 'learning_loss.hidden': 0},
 ])
 def test_a_group_that_cannot_affect_the_run_is_not_checked(overrides):
-  config_lib.validate(tiny_config(**overrides))
+  config_checks.validate(tiny_config(**overrides))
   assert set(strategies.config_groups()) == {'bald', 'badge', 'ensemble', 'vaal',
                                              'learning_loss'}
   assert set(strategies.config_groups()) <= set(config_lib.base_config())

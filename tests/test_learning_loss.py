@@ -13,7 +13,7 @@ import optax
 import pytest
 
 from _helpers import check_outputs, cli, load_results, tiny_config
-from jaxdisp import config_lib, data, input_pipeline, models, parallel, rounds, strategies, train
+from jaxdisp import config_checks, data, input_pipeline, models, parallel, rounds, strategies, train
 from jaxdisp.errors import ConfigError
 from jaxdisp.strategies import learning_loss as ll
 
@@ -132,7 +132,7 @@ def test_backbones_expose_their_stages_and_the_head_predicts_one_loss_per_sample
 
 def _setup(**overrides):
   cfg = tiny_config(strategy='learning_loss', num_devices=1, **overrides)
-  config_lib.validate(cfg)
+  config_checks.validate(cfg)
   aux = strategies.get('learning_loss').aux_head(cfg)
   return cfg, train.make_setup(cfg, MESHES[1], (16, 16, 3), 10, record=False, aux=aux)
 
@@ -299,9 +299,9 @@ def test_sigkill_mid_round_then_rerun_gives_the_uninterrupted_ids(straight, tmp_
 def test_bad_learning_loss_values_are_refused_with_one_line(key, value, message):
   cfg = tiny_config(strategy='learning_loss', **{key: value})
   with pytest.raises(ConfigError) as e:
-    config_lib.validate(cfg)
+    config_checks.validate(cfg)
   assert str(e.value).startswith(message) and '\n' not in str(e.value), str(e.value)
-  config_lib.validate(tiny_config(strategy='random', **{key: value}))  # other strategies: unused
+  config_checks.validate(tiny_config(strategy='random', **{key: value}))  # other strategies: unused
 
 
 def test_cli_refuses_bad_learning_loss_values_with_one_line(tmp_path):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from _helpers import check_outputs, cli, load_results, tiny_config
-from jaxdisp import compile_counter, config_lib, input_pipeline, parallel, selection, strategies
+from jaxdisp import compile_counter, config_checks, input_pipeline, parallel, selection, strategies
 from jaxdisp import train
 from jaxdisp.errors import ConfigError, NumericalError
 from jaxdisp.strategies import vaal, vaal_model
@@ -218,9 +218,9 @@ def test_nonfinite_vaal_loss_is_one_line_numerical_error():
 def test_bad_vaal_values_are_refused_with_one_line(key, value, message):
   cfg = tiny_config(strategy='vaal', num_devices=4, **{key: value})
   with pytest.raises(ConfigError) as e:
-    config_lib.validate(cfg)
+    config_checks.validate(cfg)
   assert str(e.value).startswith(message) and '\n' not in str(e.value)
-  config_lib.validate(tiny_config(strategy='random', **{key: value}))  # other strategies: unused
+  config_checks.validate(tiny_config(strategy='random', **{key: value}))  # other strategies: unused
 
 
 def test_cli_refuses_a_bad_vaal_value_with_one_line(tmp_path):
