@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from jaxdisp import cli, report, sweep
 from jaxdisp.files import TMP_SUFFIX
@@ -598,15 +599,43 @@ def test_aulc_and_paired_differences_match_hand_computation(tmp_path):
     return f'{mean:+.2f}', f'[{mean - half:+.2f}, {mean + half:+.2f}]'
 
   # dispersion - random: AULC 6.5, 4.25, 5; at 300 labels 11, 7, 3; t(0.975, 2) = 4.302653.
-  assert got['dispersion'] == ['3', *interval([6.5, 4.25, 5.0], 4.302653),
-                               *interval([11, 7, 3], 4.302653), 'above']
+  assert got['dispersion'][:6] == ['3', *interval([6.5, 4.25, 5.0], 4.302653),
+                                   *interval([11, 7, 3], 4.302653), 'above']
   assert got['dispersion'][:3] == ['3', '+5.25', '[+2.40, +8.10]']
   # entropy - random, seeds 0 and 1: AULC 2.75, 1.75; at 300: 0, -2; t(0.975, 1) = 12.706205.
-  assert got['entropy'] == ['2', *interval([2.75, 1.75], 12.706205),
-                            *interval([0, -2], 12.706205), 'not distinguishable']
-  # margin - random, seed 0: AULC 64.25 - 50; at 300: 66 - 60; one pair, no interval.
-  assert got['margin'] == ['1', '+14.25', '-', '+6.00', '-', '-']
+  assert got['entropy'][:6] == ['2', *interval([2.75, 1.75], 12.706205),
+                                *interval([0, -2], 12.706205), 'not distinguishable']
+  # margin - random, seed 0: AULC 64.25 - 50; at 300: 66 - 60; one pair, no interval, no test.
+  assert got['margin'] == ['1', '+14.25', '-', '+6.00', '-', '-', '-', '-', '-']
   assert 'random' not in got
+  # p: t = mean / (s / sqrt(n)) by hand, two-sided, from the t distribution's tail; dispersion:
+  # d = 6.5, 4.25, 5 -> mean 5.25, s = 1.1456, t = 7.937 on 2 df -> p = 0.0155; entropy: d =
+  # 2.75, 1.75 -> mean 2.25, s = 0.7071, t = 4.5 on 1 df -> p = 0.1392. Holm over the two
+  # (margin has no p): 2 x 0.0155 = 0.031, then max(0.031, 0.1392) = 0.1392.
+  assert got['dispersion'][6] == '0.016' and got['dispersion'][7] == '0.031'
+  assert got['entropy'][6:8] == ['0.14', '0.14']
+  # MDE: the effect at which the noncentral t's power is 80%, checked by that power (written out
+  # here from scipy's noncentral t) and against a Monte-Carlo of the paired t-test.
+  for name, d in (('dispersion', [6.5, 4.25, 5.0]), ('entropy', [2.75, 1.75])):
+    mde = float(got[name][8])
+    n, sd = len(d), hand_mean_std(d)[1]
+    assert mde == pytest.approx(report.statistics.min_detectable_effect(sd, n), abs=0.006)
+    df, crit = n - 1, stats.t.ppf(0.975, n - 1)
+    nc = report.statistics.min_detectable_effect(sd, n) * math.sqrt(n) / sd
+    if n > 2:  # scipy's nct gives NaN at 1 degree of freedom and this large a noncentrality
+      assert stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc) == pytest.approx(0.8)
+    draws = np.random.default_rng(0).normal(report.statistics.min_detectable_effect(sd, n), sd,
+                                            (20000, n))
+    tstat = draws.mean(1) / (draws.std(1, ddof=1) / math.sqrt(n))
+    assert np.mean(np.abs(tstat) > crit) == pytest.approx(0.8, abs=0.015)
+
+
+def test_holm_adjustment_by_hand():
+  # p = 0.01, 0.04, 0.03, NaN: sorted 0.01, 0.03, 0.04 of m = 3 -> 0.03, max(0.03, 0.06) = 0.06,
+  # max(0.06, 0.04) = 0.06; NaN stays out of the family.
+  got = report.statistics.holm([0.01, 0.04, 0.03, float('nan')])
+  assert got[:3] == pytest.approx([0.03, 0.06, 0.06]) and math.isnan(got[3])
+  assert report.statistics.holm([0.6, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
 
 
 def test_cost_table(tmp_path):

@@ -120,7 +120,8 @@ def aulc_section(runs) -> list[str]:
 
 
 def paired_section(runs, span: tuple[float, float]) -> list[str]:
-  """Per strategy, the mean per-seed difference against the baseline with its t interval."""
+  """Per strategy, the mean per-seed difference against the baseline with its t interval, the
+  paired t-test's p (raw and Holm-adjusted over the strategies) and the effect it can detect."""
   md = [f'### Paired differences against {BASELINE}', '']
   if BASELINE not in runs_by_strategy(runs):  # the baseline every strategy is paired with
     return md + [f'No `{BASELINE}` runs: skipped.', '']
@@ -134,21 +135,37 @@ def paired_section(runs, span: tuple[float, float]) -> list[str]:
          'Mean of d and its 95% Student t interval, mean ± t(0.975, n - 1) * s / sqrt(n), s = '
          'the sample std of d (no interval with one pair). An interval that excludes 0 is a '
          'difference at the 95% level; one that contains it is not distinguishable from '
-         f'{BASELINE} with these seeds.', '',
+         f'{BASELINE} with these seeds. **p**: the paired t-test of Δ AULC = 0 (two-sided); '
+         '**Holm p**: adjusted over the strategies in this table (Holm\'s step-down), so that '
+         'the chance of any false "different" in the table stays at 5%. **MDE**: the minimum '
+         'detectable effect, the true Δ AULC that this test with these seeds and this spread s '
+         'finds (p < 0.05) 80% of the time (noncentral t); "not distinguishable" rules out '
+         'effects of about the MDE and larger, not smaller ones.', '',
          f'| strategy | paired seeds | Δ AULC | 95% interval | Δ accuracy at {b:g} | '
-         f'95% interval | AULC vs {BASELINE} |',
-         '|---|---:|---:|---:|---:|---:|---|']
-  for p in pairs:
+         f'95% interval | AULC vs {BASELINE} | p | Holm p | MDE (80% power) |',
+         '|---|---:|---:|---:|---:|---:|---|---:|---:|---:|']
+  ps = [statistics.paired_t_p(p.d_aulc) for p in pairs]
+  for p, raw, adjusted in zip(pairs, ps, statistics.holm(ps)):
     if not p.seeds:
-      md.append(f'| {p.strategy} | 0 | - | - | - | - | no seed in common with {BASELINE} |')
+      md.append(f'| {p.strategy} | 0 | - | - | - | - | no seed in common with {BASELINE} '
+                '| - | - | - |')
       continue
     da, df = interval(p.d_aulc), interval(p.d_final)
     _, low, high = statistics.t_interval(p.d_aulc)
     verdict = ('-' if np.isnan(low) else 'above' if low > 0 else 'below' if high < 0
                else 'not distinguishable')
+    mde = statistics.min_detectable_effect(statistics.sample_std(p.d_aulc), len(p.d_aulc))
+    mde_text = '-' if np.isnan(mde) else f'{mde:.2f}'
     md.append(f'| {p.strategy} | {len(p.seeds)} | {da[0]} | {da[1]} | {df[0]} | {df[1]} | '
-              f'{verdict} |')
+              f'{verdict} | {p_cell(raw)} | {p_cell(adjusted)} | {mde_text} |')
   return md + ['']
+
+
+def p_cell(p: float) -> str:
+  """A p value: '-' for NaN, '< 0.001' below it, else 3 significant digits at most."""
+  if not np.isfinite(p):
+    return '-'
+  return '< 0.001' if p < 0.001 else f'{p:.3f}' if p < 0.1 else f'{p:.2f}'
 
 
 def labels_saved_section(cs: dict) -> list[str]:

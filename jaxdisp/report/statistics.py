@@ -43,6 +43,65 @@ def t_interval(values) -> tuple[float, float, float]:
   return mean, mean - half, mean + half
 
 
+def paired_t_p(values) -> float:
+  """Two-sided p of the paired t-test that the mean of ``values`` (per-seed differences) is 0;
+  NaN below 2 values or when every difference is the same (no spread to test against)."""
+  v = np.asarray(values, np.float64)
+  if len(v) < 2 or not np.isfinite(v).all() or v.std() == 0:
+    return float('nan')
+  t = v.mean() / (sample_std(v) / np.sqrt(len(v)))
+  return float(2.0 * stats.t.sf(abs(t), len(v) - 1))
+
+
+def holm(pvalues) -> list[float]:
+  """Holm's step-down adjustment of a family of p values (NaN entries stay NaN and do not count
+  in the family): the i-th smallest of m becomes max over j <= i of min(1, (m - j + 1) p_(j))."""
+  p = np.asarray(pvalues, np.float64)
+  out = np.full(p.shape, np.nan)
+  idx = np.flatnonzero(np.isfinite(p))
+  order = idx[np.argsort(p[idx], kind='stable')]
+  m, running = len(order), 0.0
+  for i, k in enumerate(order):
+    running = max(running, min(1.0, (m - i) * p[k]))
+    out[k] = running
+  return [float(x) for x in out]
+
+
+def paired_power(effect: float, sd: float, n: int, alpha: float = 0.05) -> float:
+  """The power of the two-sided paired t-test at level ``alpha`` with ``n`` pairs whose
+  differences have standard deviation ``sd``, when their true mean is ``effect``: P(|T| > c),
+  c = t(1 - alpha/2, n - 1), T = (Z + nc) / sqrt(V / df) noncentral t with nc = effect sqrt(n)
+  / sd, Z standard normal, V chi-square with df = n - 1. Integrated over V (scipy's ``nct``
+  returns NaN for one degree of freedom and a large nc)."""
+  from scipy import integrate  # pylint: disable=g-import-not-at-top
+  df, nc = n - 1, effect * np.sqrt(n) / sd
+  crit = stats.t.ppf(1.0 - alpha / 2.0, df)
+
+  def given_v(v):
+    s = crit * np.sqrt(v / df)
+    return (stats.norm.sf(s - nc) + stats.norm.cdf(-s - nc)) * stats.chi2.pdf(v, df)
+
+  # split at the chi-square's mode region so quad sees the density's mass
+  edges = [0.0, max(df - 2.0, 0.0) + 1e-9, df + 10.0 * np.sqrt(2.0 * df) + 10.0, np.inf]
+  return float(min(1.0, sum(integrate.quad(given_v, a, b, limit=200)[0]
+                            for a, b in zip(edges[:-1], edges[1:]))))
+
+
+def min_detectable_effect(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
+  """The smallest true mean difference that the paired t-test (two-sided, ``alpha``) over ``n``
+  pairs with spread ``sd`` detects with probability ``power``: :func:`paired_power` solved for
+  the effect. NaN below 2 pairs or without a finite, positive spread. A comparison that finds
+  no difference can rule out effects of about this size, not smaller ones."""
+  if n < 2 or not np.isfinite(sd) or sd <= 0:
+    return float('nan')
+  from scipy import optimize  # pylint: disable=g-import-not-at-top
+  high = sd
+  while paired_power(high, sd, n, alpha) < power:
+    high *= 2.0
+  return float(optimize.brentq(lambda e: paired_power(e, sd, n, alpha) - power, 0.0, high,
+                               xtol=1e-10 * sd))
+
+
 # ----------------------------------------------------------------------------- AULC
 
 def aulc(labeled, accuracy, start: float | None = None, end: float | None = None) -> float:
