@@ -267,6 +267,49 @@ def test_topk_accuracy_counts_tied_scores_at_their_expected_value():
   assert [report.top_k(p, 20) for p in (1, 5, 10)] == [1, 1, 2]
 
 
+def naive_risk_coverage(conf, correct, coverages=(80, 90, 95)):
+  """AURC, E-AURC and risk@c by a plain loop over the coverages: sort by confidence (most
+  confident first, distinct scores), and for each i the error rate of the first i."""
+  order = sorted(range(len(conf)), key=lambda j: -conf[j])
+  risks, errors = [], 0
+  for i, j in enumerate(order, 1):
+    errors += not correct[j]
+    risks.append(errors / i)
+  n, n_wrong = len(conf), sum(not c for c in correct)
+  ideal = [max(0, i - (n - n_wrong)) / i for i in range(1, n + 1)]
+  at = [risks[math.ceil(c * n / 100) - 1] for c in coverages]
+  return sum(risks) / n, sum(risks) / n - sum(ideal) / n, at
+
+
+def test_risk_coverage_against_a_naive_loop_and_ties_against_every_order():
+  rng = np.random.default_rng(3)
+  for size in (7, 50, 333):
+    u = rng.permutation(size).astype(np.float64)  # distinct uncertainty scores
+    ok = rng.random(size) < 0.7
+    got = report.detection.risk_coverage(u, ok)  # highest = most uncertain = kept last
+    aurc, eaurc, at = naive_risk_coverage(list(-u), list(ok))
+    assert got['aurc'] == pytest.approx(aurc, abs=1e-12)
+    assert got['eaurc'] == pytest.approx(eaurc, abs=1e-12)
+    assert got['risk'] == pytest.approx(at, abs=1e-12)
+    low = report.detection.risk_coverage(-u, ok, highest=False)  # the same order, lowest end
+    assert low['aurc'] == pytest.approx(aurc, abs=1e-12)
+  # The ideal order has E-AURC 0; a perfect detector gives it.
+  ok = np.array([True] * 6 + [False] * 4)
+  assert report.detection.risk_coverage(np.arange(10.0), ok)['eaurc'] == pytest.approx(0.0)
+  # Ties: the mean over every order of the tied samples (6! orders of a 6-sample pool).
+  import itertools  # pylint: disable=g-import-not-at-top
+  u = np.array([0.5, 0.5, 0.5, 0.2, 0.9, 0.9])
+  ok = np.array([True, False, True, True, False, True])
+  sums = np.zeros(5)
+  perms = list(itertools.permutations(range(6)))
+  for perm in perms:  # break ties by a random order: a small offset by the permutation's rank
+    tie = u + 1e-6 * np.array(perm)
+    aurc, eaurc, at = naive_risk_coverage(list(-tie), list(ok))
+    sums += [aurc, eaurc, *at]
+  got = report.detection.risk_coverage(u, ok)
+  assert [got['aurc'], got['eaurc'], *got['risk']] == pytest.approx(sums / len(perms), abs=1e-12)
+
+
 def tied_pool(groups, rng):
   """(ids, score, correct) of a pool made of tie groups [(score, size, correct)], the correct
   samples of each group on its lowest ids (so a ranking by ascending id would pick them first)."""

@@ -5,8 +5,12 @@ uncertain end first (the direction the file records). AUROC = P(s+ > s-) + 1/2 P
 (midranks: a tie counts half); AUPR = average precision over the distinct score values (a tied
 block enters at once), no interpolation; top-p% accuracy = the model's accuracy on the
 k = ceil(p * P / 100) most uncertain of the P pool samples, the samples tied with the k-th
-counted at their expected value. NaN scores rank as the least uncertain; a score that is NaN
-everywhere is left out.
+counted at their expected value. The risk-coverage view (Geifman & El-Yaniv 2017; Geifman et al.
+2019) keeps the least uncertain samples: at coverage i / P the risk is the model's error rate on
+the i kept; AURC is the mean risk over i = 1..P, E-AURC is AURC minus that of the ideal order
+(every mistake kept last), and risk@c is the risk at coverage c (i = ceil(c P)); tied samples
+enter at their expected value, as in top-p%. NaN scores rank as the least uncertain; a score
+that is NaN everywhere is left out.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import numpy as np
 from jaxdisp.report.loading import diagnostics_files, read_diagnostics, strategy_rank
 
 PERCENTS = (1, 5, 10)
+COVERAGES = (80, 90, 95)  # risk at these coverages (%)
 HISTOGRAM_SCORE = 'dispersion'  # the score whose distribution over the pool is plotted
 
 
@@ -103,12 +108,43 @@ def topk_accuracy_expected(score, correct, percent: float, highest: bool = True)
   return float((right[:g].sum() + open_places * right[g] / size[g]) / k)
 
 
+def expected_errors_kept(score, correct, highest: bool = True) -> np.ndarray:
+  """``E [P + 1]``: E[i] = the expected number of mistakes among the i least uncertain samples
+  (E[0] = 0), every order of a tied block equally likely: whole blocks count their mistakes,
+  the first m samples of a block of g with e mistakes count m * e / g."""
+  u = uncertainty(score, highest)
+  ok = np.asarray(correct, bool)
+  if u.shape != ok.shape or u.ndim != 1 or not len(u):
+    raise ValueError(f'score {u.shape} and correct {ok.shape} must be 1-D of one non-zero length')
+  _, inverse = np.unique(u, return_inverse=True)  # block 0 = the least uncertain
+  inverse = inverse.reshape(-1)
+  size = np.bincount(inverse)
+  wrong = np.bincount(inverse, weights=~ok)
+  ends = np.concatenate([[0], np.cumsum(size)])
+  cum = np.concatenate([[0.0], np.cumsum(wrong)])
+  return np.interp(np.arange(len(u) + 1), ends, cum)  # linear inside each block
+
+
+def risk_coverage(score, correct, highest: bool = True) -> dict:
+  """``{'aurc', 'eaurc', 'risk': [risk at each of COVERAGES]}`` (fractions) of one score: see
+  the module's docstring."""
+  errors = expected_errors_kept(score, correct, highest)
+  n = len(errors) - 1
+  kept = np.arange(1, n + 1)
+  aurc = float(np.mean(errors[1:] / kept))
+  n_wrong = int(round(errors[-1]))
+  ideal = np.maximum(kept - (n - n_wrong), 0) / kept  # mistakes kept last
+  risk = [float(errors[k] / k) for k in (max(1, -(-c * n // 100)) for c in COVERAGES)]
+  return {'aurc': aurc, 'eaurc': aurc - float(np.mean(ideal)), 'risk': risk}
+
+
 # ----------------------------------------------------------------------------- per file, per run
 
 def diagnostics_of_file(path: str) -> dict:
   """{'round', 'pool', 'pool_accuracy' (%), 'error_rate' (fraction), 'order' (every score name
   of the file, in table order), 'scores': {name: {'score' (loading.Score), 'auroc', 'aupr',
-  'top': [acc% per PERCENTS]}} (scores with a finite value), 'dispersion' (the finite values of
+  'top': [acc% per PERCENTS], 'aurc', 'eaurc', 'risk': [per COVERAGES]}} (scores with a finite
+  value; the risk-coverage numbers as fractions), 'dispersion' (the finite values of
   :data:`HISTOGRAM_SCORE`, or None)} of one diagnostics file."""
   d = read_diagnostics(path)
   correct = d.correct
@@ -119,7 +155,8 @@ def diagnostics_of_file(path: str) -> dict:
     u = uncertainty(d.values[score.name], score.highest)
     scores[score.name] = {
         'score': score, 'auroc': auroc(u, ~correct), 'aupr': average_precision(u, ~correct),
-        'top': [100.0 * topk_accuracy_expected(u, correct, p) for p in PERCENTS]}
+        'top': [100.0 * topk_accuracy_expected(u, correct, p) for p in PERCENTS],
+        **risk_coverage(u, correct)}
   hist = None
   if HISTOGRAM_SCORE in scores:
     values = d.values[HISTOGRAM_SCORE].astype(np.float64)
@@ -146,7 +183,8 @@ def collect_diagnostics(runs):
 
   One row per (strategy, round, score) with the score's ``name``, display name (``score``) and
   direction (``highest``, as its first file records them) and each metric's per-run values
-  (``auroc``, ``aupr``, ``top`` [runs, len(PERCENTS)], ``pool_accuracy``, ``error_rate``), for
+  (``auroc``, ``aupr``, ``top`` [runs, len(PERCENTS)], ``aurc``, ``eaurc`` and ``risk`` [runs,
+  len(COVERAGES)] in percent, ``pool_accuracy``, ``error_rate``), for
   mean ± std over runs. Rows in strategy order, then round, then the files' score order.
   """
   acc: dict = {}  # (strategy, round, score name) -> list of (per-score dict, file dict)
@@ -173,6 +211,9 @@ def collect_diagnostics(runs):
                  'highest': score.highest, 'runs': len(vals),
                  'auroc': [v['auroc'] for v, _ in vals], 'aupr': [v['aupr'] for v, _ in vals],
                  'top': np.asarray([v['top'] for v, _ in vals], np.float64),
+                 'aurc': [100.0 * v['aurc'] for v, _ in vals],
+                 'eaurc': [100.0 * v['eaurc'] for v, _ in vals],
+                 'risk': 100.0 * np.asarray([v['risk'] for v, _ in vals], np.float64),
                  'pool_accuracy': [d['pool_accuracy'] for _, d in vals],
                  'error_rate': [d['error_rate'] for _, d in vals]})
   return rows, hist, problems

@@ -247,6 +247,26 @@ def detection_tables(rows) -> list[str]:
     md.append(f'| {row["strategy"]} | {row["round"]} | {_label(row)} | '
               + ' | '.join(mean_std(row['top'][:, j]) for j in range(len(detection.PERCENTS)))
               + f' | {mean_std(row["pool_accuracy"])} | {row["runs"]} |')
+  return md + [''] + risk_coverage_table(rows)
+
+
+def risk_coverage_table(rows) -> list[str]:
+  """AURC, E-AURC and the risk at fixed coverages of every pool score."""
+  covs = ' | '.join(f'risk@{c}%' for c in detection.COVERAGES)
+  md = ['Selective prediction (Geifman & El-Yaniv): keep the least uncertain i of the P pool '
+        "samples; the **risk** at coverage i / P is the round's model's error rate (%) on them. "
+        '**AURC** = the mean risk over i = 1..P (lower = the score orders the mistakes last); '
+        '**E-AURC** = AURC minus the AURC of the ideal order (every mistake last), so 0 is '
+        'perfect whatever the error rate; **risk@c%** keeps ceil(c P / 100). Tied samples enter '
+        'at their expected value (every order of a tied block equally likely). Mean ± sample std '
+        'over the runs.', '',
+        f'| strategy | round | score | AURC | E-AURC | {covs} | runs |',
+        '|---|---:|---|---:|---:|' + '---:|' * len(detection.COVERAGES) + '---:|']
+  for row in rows:
+    md.append(f'| {row["strategy"]} | {row["round"]} | {_label(row)} | '
+              f'{mean_std(row["aurc"])} | {mean_std(row["eaurc"])} | '
+              + ' | '.join(mean_std(row['risk'][:, j]) for j in range(len(detection.COVERAGES)))
+              + f' | {row["runs"]} |')
   return md + ['']
 
 

@@ -4,8 +4,10 @@ strategy on the tiny demo config (4 simulated CPU devices), and of two strategie
   python tests/golden/make_golden.py [--out tests/golden/tiny_demo.json] [--only badge,...]
 
 One file per platform (jax version and CPU model): the golden test uses the one recorded on
-the machine it runs on (``tiny_demo.json``: AMD EPYC; ``tiny_demo.intel-xeon.json``: Intel Xeon,
-recorded from the code before the open-core refactor of issue 22). A platform is the jax
+the machine it runs on, the most specific where several match (``tiny_demo.json``: AMD EPYC,
+extensions not recorded; ``tiny_demo.intel-xeon.json``: Intel Xeon, and
+``tiny_demo.amd-epyc-avx512.json``: AMD EPYC with AVX-512, both recorded from the code before
+the open-core refactor of issue 22, commit c836c9e). A platform is the jax
 version, the CPU's model name and its vector extensions (``isa``: two Xeons of one name but
 other extensions round differently, seen on CI).
 
