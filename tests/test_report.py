@@ -147,41 +147,65 @@ def test_accuracy_table_matches_hand_computation(sweep_dir):
   assert sorted(os.listdir(sweep_dir / 'report')) == ['learning_curves.png', 'report.md']
 
 
-def test_labels_saved_interpolates_the_mean_curve(sweep_dir):
-  text = open(report.write_report(str(sweep_dir))).read()
-  assert "random's final mean accuracy, 62.00% at 300 labels" in text
-  assert 'interpolated linearly' in text
-  _, body = md_table(text, 'strategy | reaches the target at (labels)')
-  got = {row[0]: row[1:] for row in body}
-  assert 'random' not in got
-  # dispersion: means 44, 57, 69 -> 200 + (62 - 57) / (69 - 57) * 100 = 241.67; 300 - 241.67
-  assert got['dispersion'] == ['241.67', '58.33 (19.44% of 300)']
-  # margin is at 63 >= 62 at its first point (100 labels)
-  assert got['margin'] == ['100.00', '200.00 (66.67% of 300)']
-  # least_confidence 55, 65, 60: first crossing 100 + (62 - 55) / (65 - 55) * 100 = 170
-  assert got['least_confidence'] == ['170.00', '130.00 (43.33% of 300)']
-  # coreset 61, 59, 63: 200 + (62 - 59) / (63 - 59) * 100 = 275
-  assert got['coreset'] == ['275.00', '25.00 (8.33% of 300)']
-  # bald 40, 50, 60, 64: 300 + (62 - 60) / (64 - 60) * 100 = 350: more labels than random
-  assert got['bald'] == ['350.00', '-50.00 (-16.67% of 300)']
-  # entropy: means 42, 56, 60 (n=1): never reaches 62
-  assert got['entropy'] == ['-', "never reaches random's final accuracy (best 60.00%)"]
-  assert "Random's own mean curve" not in text  # random is monotonic here
-
-
-def test_labels_saved_notes_a_non_monotonic_random_and_missing_random(tmp_path):
-  write_run(tmp_path, 'random', 0, [0.50, 0.60, 0.55])
-  write_run(tmp_path, 'dispersion', 0, [0.50, 0.54, 0.58])
+def test_labels_saved_per_seed_with_an_interval_only_where_aulc_differs(tmp_path):
+  # COUNTS 100, 200, 300; random ends at 60, 62, 58 on seeds 0, 1, 2.
+  acc = {'random': {0: [50, 55, 60], 1: [50, 57, 62], 2: [50, 53, 58]},
+         # each seed crosses its random's final accuracy between 200 and 300 labels:
+         # seed 0: 200 + (60 - 58) / (66 - 58) * 100 = 225; seed 1: 200 + (62 - 59) / (65 - 59)
+         # * 100 = 250; seed 2: 200 + (58 - 56) / (64 - 56) * 100 = 225 -> saved 75, 50, 75
+         'dispersion': {0: [50, 58, 66], 1: [50, 59, 65], 2: [50, 56, 64]},
+         'entropy': {0: [50, 56, 59], 1: [50, 56, 63], 2: [50, 54, 57]},  # AULC not different
+         # AULC above random, but seed 1 never reaches 62
+         'margin': {0: [50, 57, 61], 1: [50, 60, 61], 2: [50, 55.5, 59.5]},
+         'bald': {0: [52, 56, 61], 1: [51, 58, 63], 2: [52, 54, 59]}}  # its own round-0 model
+  for strategy, seeds in acc.items():
+    for seed, a in seeds.items():
+      write_run(tmp_path, strategy, seed, [v / 100 for v in a])
   text = open(report.write_report(str(tmp_path))).read()
-  # random reaches 55 between 100 (50) and 200 (60): 150 labels
-  assert "Random's own mean curve already reaches this accuracy at 150.00 labels" in text
-  # dispersion 50, 54, 58: 200 + (55 - 54) / (58 - 54) * 100 = 225
-  assert '| dispersion | 225.00 | 75.00 (25.00% of 300) |' in text
-  assert report.labels_to_reach([100, 200], [50.0, 60.0], 60.0) == 200.0
-  assert report.labels_to_reach([100, 200], [50.0, 60.0], 60.5) is None
+  _, body = md_table(text, 'strategy | paired seeds | labels saved')
+  got = {row[0]: row[1:] for row in body}
+  # 75, 50, 75: mean 66.67, s = 14.43, t(0.975, 2) = 4.302653 -> half-width 35.86
+  half = 4.302653 * np.std([75, 50, 75], ddof=1) / math.sqrt(3)
+  assert got['dispersion'] == ['3', '+67', f'[{66.667 - half:+.0f}, {66.667 + half:+.0f}]',
+                               f'{100 * 66.667 / 300:+.1f}%']
+  assert got['entropy'][1] == 'not printed: Δ AULC does not exclude 0'
+  assert got['margin'][1] == "1 of 3 seeds never reach random's final accuracy"
+  _, paired = md_table(text, 'strategy | paired seeds | Δ AULC')
+  names = [row[0] for row in paired]
+  assert 'bald †' in names and 'dispersion' in names  # bald's round-0 accuracy differs
+  assert 'Not the same round-0 model as random' in text and '(bald train' in text
+  assert {row[0]: row[6] for row in paired}['entropy'] == ''  # no verdict word without a result
   other = tmp_path / 'other'
   write_run(other, 'dispersion', 0, [0.5, 0.6, 0.7])
-  assert 'No `random` runs: skipped.' in open(report.write_report(str(other))).read()
+  assert 'No `random` runs (or no common range of labels): skipped.' in open(
+      report.write_report(str(other))).read()
+
+
+def test_penalty_matrix_by_hand(tmp_path):
+  # Rounds 1 and 2 are compared (R = 2). dispersion - random: round 1 d = 3, 4, 5 (p < 0.05),
+  # round 2 d = 5, 6, 7 (p < 0.05) -> P[dispersion, random] = 1. entropy - random: round 1
+  # d = 1, -1, 0.5 (no), round 2 d = 2, 2.5, 3 (p = 0.013) -> 0.5. dispersion - entropy: round 1
+  # d = 2, 5, 4.5 (p = 0.07, no), round 2 d = 3, 3.5, 4 (p = 0.013) -> 0.5.
+  acc = {'random': {0: [50, 55, 60], 1: [50, 55, 60], 2: [50, 55, 60]},
+         'dispersion': {0: [50, 58, 65], 1: [50, 59, 66], 2: [50, 60, 67]},
+         'entropy': {0: [50, 56, 62], 1: [50, 54, 62.5], 2: [50, 55.5, 63]}}
+  for strategy, seeds in acc.items():
+    for seed, a in seeds.items():
+      write_run(tmp_path, strategy, seed, [v / 100 for v in a])
+  for d in ([3, 4, 5], [5, 6, 7], [2, 2.5, 3], [3, 3.5, 4]):
+    assert stats.ttest_1samp(d, 0).pvalue < 0.05
+  for d in ([1, -1, 0.5], [2, 5, 4.5]):
+    assert stats.ttest_1samp(d, 0).pvalue > 0.05
+  runs = report.load_runs(str(tmp_path))
+  names, p, rounds = report.statistics.penalty_matrix(runs)
+  want = {('dispersion', 'random'): 1.0, ('entropy', 'random'): 0.5,
+          ('dispersion', 'entropy'): 0.5}
+  assert rounds == 2
+  for i, a in enumerate(names):
+    for j, b in enumerate(names):
+      assert p[i, j] == pytest.approx(want.get((a, b), 0.0)), (a, b)
+  text = open(report.write_report(str(tmp_path))).read()
+  assert '### Pairwise penalty matrix' in text and '| **beaten** |' in text
 
 
 # ----------------------------------------------------------------------------- uncertainty
@@ -634,7 +658,9 @@ def test_aulc_and_paired_differences_match_hand_computation(tmp_path):
   assert got['entropy'] == ['3', hand_cell([52.75, 54, 48])]
   assert got['margin'] == ['1', '64.25']
   _, body = md_table(text, 'strategy | paired seeds')
-  got = {r[0]: r[1:] for r in body}
+  # the fixture's round-0 accuracies differ from random's: every strategy is flagged
+  assert all(r[0].endswith(' †') for r in body)
+  got = {r[0][:-2]: r[1:] for r in body}
 
   def interval(d, t):  # the 95% t interval by hand, t = t(0.975, n - 1)
     mean, std = hand_mean_std(d)
@@ -647,7 +673,7 @@ def test_aulc_and_paired_differences_match_hand_computation(tmp_path):
   assert got['dispersion'][:3] == ['3', '+5.25', '[+2.40, +8.10]']
   # entropy - random, seeds 0 and 1: AULC 2.75, 1.75; at 300: 0, -2; t(0.975, 1) = 12.706205.
   assert got['entropy'][:6] == ['2', *interval([2.75, 1.75], 12.706205),
-                                *interval([0, -2], 12.706205), 'not distinguishable']
+                                *interval([0, -2], 12.706205), '']
   # margin - random, seed 0: AULC 64.25 - 50; at 300: 66 - 60; one pair, no interval, no test.
   assert got['margin'] == ['1', '+14.25', '-', '+6.00', '-', '-', '-', '-', '-']
   assert 'random' not in got

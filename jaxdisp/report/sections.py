@@ -135,7 +135,7 @@ def paired_section(runs, span: tuple[float, float]) -> list[str]:
          'Mean of d and its 95% Student t interval, mean ± t(0.975, n - 1) * s / sqrt(n), s = '
          'the sample std of d (no interval with one pair). An interval that excludes 0 is a '
          'difference at the 95% level; one that contains it is not distinguishable from '
-         f'{BASELINE} with these seeds. **p**: the paired t-test of Δ AULC = 0 (two-sided); '
+         f'{BASELINE} with these seeds, and the verdict column stays empty. **p**: the paired t-test of Δ AULC = 0 (two-sided); '
          '**Holm p**: adjusted over the strategies in this table (Holm\'s step-down), so that '
          'the chance of any false "different" in the table stays at 5%. **MDE**: the minimum '
          'detectable effect, the true Δ AULC that this test with these seeds and this spread s '
@@ -152,12 +152,40 @@ def paired_section(runs, span: tuple[float, float]) -> list[str]:
       continue
     da, df = interval(p.d_aulc), interval(p.d_final)
     _, low, high = statistics.t_interval(p.d_aulc)
-    verdict = ('-' if np.isnan(low) else 'above' if low > 0 else 'below' if high < 0
-               else 'not distinguishable')
+    verdict = '-' if np.isnan(low) else 'above' if low > 0 else 'below' if high < 0 else ''
     mde = statistics.min_detectable_effect(statistics.sample_std(p.d_aulc), len(p.d_aulc))
     mde_text = '-' if np.isnan(mde) else f'{mde:.2f}'
-    md.append(f'| {p.strategy} | {len(p.seeds)} | {da[0]} | {da[1]} | {df[0]} | {df[1]} | '
+    name = f'{p.strategy} †' if p.own_round0 else p.strategy
+    md.append(f'| {name} | {len(p.seeds)} | {da[0]} | {da[1]} | {df[0]} | {df[1]} | '
               f'{verdict} | {p_cell(raw)} | {p_cell(adjusted)} | {mde_text} |')
+  own = [p.strategy for p in pairs if p.own_round0]
+  if own:
+    md += ['', f'† Not the same round-0 model as {BASELINE}: its round-0 test accuracy differs '
+           f'on a paired seed ({", ".join(own)} train a model of their own, e.g. an ensemble or '
+           'an auxiliary head), so its difference measures the model as well as the '
+           'acquisition.']
+  return md + [''] + penalty_section(runs)
+
+
+def penalty_section(runs) -> list[str]:
+  """Ash et al.'s pairwise penalty matrix of the setting (:func:`statistics.penalty_matrix`)."""
+  names, p, rounds = statistics.penalty_matrix(runs)
+  if len(names) < 2:
+    return []
+  md = ['### Pairwise penalty matrix', '',
+        'As in Ash et al. (ICLR 2020): for every pair of strategies and each of the '
+        f'{rounds} rounds after the initial one, a two-sided paired t-test at 5% over the seeds '
+        'both have compares their test accuracies; the winner of a rejected test gets '
+        f'1/{rounds} in its row, in the loser\'s column. An entry is the fraction of rounds in '
+        'which the row strategy beats the column one; **beaten** (the column sum) is how '
+        'often a strategy loses, lower is better. No multiplicity correction: with many '
+        'strategies some entries are false positives.', '',
+        '| wins \\ loses | ' + ' | '.join(names) + ' |',
+        '|---|' + '---:|' * len(names)]
+  for i, a in enumerate(names):
+    md.append(f'| {a} | ' + ' | '.join('' if i == j else f'{p[i, j]:.2f}'
+                                      for j in range(len(names))) + ' |')
+  md.append('| **beaten** | ' + ' | '.join(f'**{v:.2f}**' for v in p.sum(0)) + ' |')
   return md + ['']
 
 
@@ -168,36 +196,40 @@ def p_cell(p: float) -> str:
   return '< 0.001' if p < 0.001 else f'{p:.3f}' if p < 0.1 else f'{p:.2f}'
 
 
-def labels_saved_section(cs: dict) -> list[str]:
-  """Where each mean curve reaches the baseline's final accuracy, and the labels that saves."""
+def labels_saved_section(runs) -> list[str]:
+  """Per strategy, the labels it saves against the baseline seed by seed, with a paired
+  interval, where its AULC difference is significant."""
   md = [f'## Labels saved against {BASELINE}', '']
-  reference, saved = statistics.labels_saved(cs)
-  if reference is None:
-    return md + [f'No `{BASELINE}` runs: skipped.', '']
-  final_n, target = reference
-  md += [f"Target: {BASELINE}'s final mean accuracy, {fmt(target)}% at {final_n} labels. "
-         "Method: each strategy's mean curve (the means above, joined by straight lines in order "
-         'of labeled count) is scanned from its first point; the first segment that reaches the '
-         'target is interpolated linearly to find the labeled count where the curve gets there '
-         "(a curve already at or above the target at its first point gives that point's "
-         f'count). Labels saved = {final_n} - that count (negative: more labels than '
-         f'{BASELINE}).']
-  own = statistics.labels_to_reach(cs[BASELINE].labeled, cs[BASELINE].mean, target)
-  if own is not None and own < final_n:
-    md += ['', f"{BASELINE.capitalize()}'s own mean curve already reaches this accuracy at "
-           f'{fmt(own)} labels (it is not monotonic), so part of any saving measures the noise '
-           f'of {BASELINE}, not the strategy.']
-  md.append('')
+  span = statistics.aulc_range(runs)
+  if BASELINE not in runs_by_strategy(runs) or span is None:
+    return md + [f'No `{BASELINE}` runs (or no common range of labels): skipped.', '']
+  saved = statistics.paired_labels_saved(runs)
   if not saved:
     return md + [f'Only {BASELINE} was run: nothing to compare.', '']
-  md += ['| strategy | reaches the target at (labels) | labels saved |', '|---|---:|---:|']
-  for sv in saved:
-    if sv.reaches_at is None:
-      md.append(f"| {sv.strategy} | - | never reaches {BASELINE}'s final accuracy "
-                f'(best {fmt(sv.best)}%) |')
+  md += [f"On each seed, the target is {BASELINE}'s final test accuracy at its final labeled "
+         "count F; the strategy's own curve on that seed (its points joined by straight lines, "
+         'scanned from the first) reaches the target at L labels, and saves F - L (negative: '
+         f'more labels than {BASELINE}). Mean and 95% t interval over the paired seeds. '
+         'Printed only where the AULC difference above excludes 0: a saving read off curves '
+         'that do not differ is noise; and only where every seed reaches the target.', '',
+         '| strategy | paired seeds | labels saved | 95% interval | % of F |', '|---|---:|---:|---:|---:|']
+  pairs = {p.strategy: p for p in statistics.paired_differences(runs, span)}
+  final = {r.seed: r.labeled[-1] for r in runs if r.strategy == BASELINE}
+  for s, values in saved.items():
+    _, low, high = statistics.t_interval(pairs[s].d_aulc) if s in pairs else (0, np.nan, np.nan)
+    if not values:
+      md.append(f'| {s} | 0 | - | - | - |')
+    elif np.isnan(low) or low <= 0 <= high:
+      md.append(f'| {s} | {len(values)} | not printed: Δ AULC does not exclude 0 | - | - |')
+    elif any(v is None for v in values):
+      md.append(f'| {s} | {len(values)} | {sum(v is None for v in values)} of {len(values)} '
+                f"seeds never reach {BASELINE}'s final accuracy | - | - |")
     else:
-      md.append(f'| {sv.strategy} | {fmt(sv.reaches_at)} | {fmt(sv.saved)} '
-                f'({fmt(100.0 * sv.saved / final_n)}% of {final_n}) |')
+      mean, lo, hi = statistics.t_interval(values)
+      f = float(np.mean(list(final.values())))
+      md.append(f'| {s} | {len(values)} | {mean:+.0f} | '
+                + ('-' if np.isnan(lo) else f'[{lo:+.0f}, {hi:+.0f}]')
+                + f' | {100.0 * mean / f:+.1f}% |')
   return md + ['']
 
 
@@ -328,5 +360,5 @@ def build(workdir: str, allow_mixed_models: bool = False) -> tuple[str, dict]:
   cs = statistics.curves(runs)
   uncertainty, hist = uncertainty_section(runs)
   md = (header_section(workdir, runs, cs) + accuracy_section(cs) + balanced_section(runs)
-        + aulc_section(runs) + labels_saved_section(cs) + uncertainty + cost_section(runs))
+        + aulc_section(runs) + labels_saved_section(runs) + uncertainty + cost_section(runs))
   return '\n'.join(md), {'curves': cs, 'hist': hist}

@@ -137,6 +137,9 @@ class Paired:
   seeds: list[int]  # paired with the baseline
   d_aulc: list[float]  # per seed: strategy - baseline
   d_final: list[float]  # per seed: accuracy at b, strategy - baseline
+  # some paired seed's round-0 accuracy differs from the baseline's: the strategy trains its own
+  # round-0 model (an ensemble, an auxiliary head), so d measures more than the acquisition
+  own_round0: bool = False
 
 
 def paired_differences(runs, span: tuple[float, float]) -> list[Paired]:
@@ -148,14 +151,62 @@ def paired_differences(runs, span: tuple[float, float]) -> list[Paired]:
     if s == BASELINE:
       continue
     seeds = sorted(seed for (t, seed) in by if t == s and (BASELINE, seed) in by)
-    d_aulc, d_final = [], []
+    d_aulc, d_final, own = [], [], False
     for seed in seeds:
       run, ref = by[s, seed], by[BASELINE, seed]
+      own |= run.labeled[0] == ref.labeled[0] and run.accuracy[0] != ref.accuracy[0]
       d_aulc.append(aulc(run.labeled, run.accuracy, a, b) - aulc(ref.labeled, ref.accuracy, a, b))
       d_final.append(float(np.interp(b, run.labeled, run.accuracy)
                            - np.interp(b, ref.labeled, ref.accuracy)))
-    out.append(Paired(s, seeds, d_aulc, d_final))
+    out.append(Paired(s, seeds, d_aulc, d_final, own))
   return out
+
+
+def paired_labels_saved(runs) -> dict[str, list]:
+  """{strategy: [labels saved per paired seed, or None where its curve never reaches it]}: on
+  each seed, the target is the baseline's final accuracy at its final labeled count F; the
+  strategy's own curve (joined by straight lines) reaches it at L labels, and saves F - L."""
+  by = {(r.strategy, r.seed): r for r in runs}
+  out = {}
+  for s in strategies(runs):
+    if s == BASELINE:
+      continue
+    saved = []
+    for seed in sorted(seed for (t, seed) in by if t == s and (BASELINE, seed) in by):
+      run, ref = by[s, seed], by[BASELINE, seed]
+      at = labels_to_reach(run.labeled, run.accuracy, ref.accuracy[-1])
+      saved.append(None if at is None else ref.labeled[-1] - at)
+    out[s] = saved
+  return out
+
+
+def penalty_matrix(runs) -> tuple[list[str], np.ndarray, int]:
+  """Ash et al. (ICLR 2020)'s pairwise penalty matrix over one setting: (strategies, P, rounds).
+
+  For every pair (i, j) and every round r after the initial one (labeled counts that both
+  reach, the same on every paired seed), a two-sided paired t-test at 5% over the seeds both
+  have compares their test accuracies; when it rejects, the better one wins the round and
+  ``P[winner, loser] += 1 / R`` (R = the rounds compared), so an entry is the fraction of the
+  rounds in which the row strategy beats the column strategy. Fewer than 2 paired seeds, or
+  differences that are all equal, give no test.
+  """
+  names = strategies(runs)
+  by = {(r.strategy, r.seed): r for r in runs}
+  rounds = max(1, min(len(r.labeled) for r in runs) - 1)
+  p = np.zeros((len(names), len(names)))
+  for i, a in enumerate(names):
+    for j, b in enumerate(names):
+      if j <= i:
+        continue
+      seeds = sorted(seed for (t, seed) in by if t == a and (b, seed) in by)
+      for r in range(1, rounds + 1):
+        d = [by[a, s].accuracy[r] - by[b, s].accuracy[r] for s in seeds
+             if len(by[a, s].labeled) > r and len(by[b, s].labeled) > r
+             and by[a, s].labeled[r] == by[b, s].labeled[r]]
+        if len(d) == len(seeds) and paired_t_p(d) < 0.05:
+          winner, loser = (i, j) if np.mean(d) > 0 else (j, i)
+          p[winner, loser] += 1.0 / rounds
+  return names, p, rounds
 
 
 # ----------------------------------------------------------------------------- accuracy
