@@ -139,8 +139,8 @@ def paired_section(runs, span: tuple[float, float]) -> list[str]:
          '**Holm p**: adjusted over the strategies in this table (Holm\'s step-down), so that '
          'the chance of any false "different" in the table stays at 5%. **MDE**: the minimum '
          'detectable effect, the true Δ AULC that this test with these seeds and this spread s '
-         'finds (p < 0.05) 80% of the time (noncentral t); "not distinguishable" rules out '
-         'effects of about the MDE and larger, not smaller ones.', '',
+         'finds (p < 0.05) 80% of the time (noncentral t); an empty verdict rules out effects '
+         'of about the MDE and larger, not smaller ones.', '',
          f'| strategy | paired seeds | Δ AULC | 95% interval | Δ accuracy at {b:g} | '
          f'95% interval | AULC vs {BASELINE} | p | Holm p | MDE (80% power) |',
          '|---|---:|---:|---:|---:|---:|---|---:|---:|---:|']
