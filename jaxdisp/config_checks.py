@@ -85,9 +85,13 @@ def _check_run(cfg) -> None:
         f"oracle.kind={cfg.oracle.kind!r} must be 'simulated' or 'files'")
   check(0.0 <= cfg.oracle.noise < 1.0,
         f'oracle.noise={cfg.oracle.noise} must be in [0, 1) (the probability of a wrong answer)')
-  check(cfg.oracle.noise == 0.0 or cfg.oracle.kind == 'simulated',
-        'oracle.noise simulates annotator mistakes; with oracle.kind=files the labels are '
-        "people's: set oracle.noise=0")
+  check(0.0 <= cfg.oracle.noise_initial < 1.0,
+        f'oracle.noise_initial={cfg.oracle.noise_initial} must be in [0, 1) (the probability of '
+        'a wrong initial label)')
+  check((cfg.oracle.noise == 0.0 and cfg.oracle.noise_initial == 0.0)
+        or cfg.oracle.kind == 'simulated',
+        'oracle.noise and oracle.noise_initial simulate annotator mistakes; with '
+        "oracle.kind=files the labels are people's: set both to 0")
   check(cfg.dataset.num_classes >= 0,
         f'dataset.num_classes={cfg.dataset.num_classes} must be >= 0 (0 = from the data)')
   check(cfg.dataset.source in SOURCES,

@@ -47,9 +47,11 @@ def _run_groups(c: ml_collections.ConfigDict) -> None:
   c.resume_force = False  # resume a workdir even though its saved config differs from this one
   c.oracle = ml_collections.ConfigDict()
   c.oracle.kind = 'simulated'  # simulated (dataset labels) | files (queries/*.csv, human labels)
-  # simulated only: each label the oracle gives (initial set included) is a uniformly random
-  # other class with this probability; the same answers for the same seed
+  # simulated only: each label the oracle gives for a query is a uniformly random other class
+  # with this probability; the same answers for the same seed
   c.oracle.noise = 0.0
+  # simulated only: the same for the initial labeled set (0 = a clean initial set)
+  c.oracle.noise_initial = 0.0
 
   c.dataset = ml_collections.ConfigDict()
   c.dataset.source = 'tfds'  # tfds | folder | synthetic | embeddings (feature vectors)
@@ -188,7 +190,11 @@ _RENAMED = {'oracle': 'oracle.kind'}
 
 
 def _upgrade(flat: dict) -> dict:
-  return {_RENAMED.get(k, k): v for k, v in flat.items()}
+  out = {_RENAMED.get(k, k): v for k, v in flat.items()}
+  if 'oracle.noise' in out and 'oracle.noise_initial' not in out:
+    # before oracle.noise_initial, oracle.noise also noised the initial set
+    out['oracle.noise_initial'] = out['oracle.noise']
+  return out
 
 
 def config_diff(saved, current) -> list[str]:

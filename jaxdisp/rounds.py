@@ -72,9 +72,12 @@ class Experiment:
     if a.pool_subset:
       pool = min(pool, a.pool_subset)
     data = input_pipeline.put_data(dataset, mesh, setup.shard_train)
-    if cfg.oracle.noise > 0:  # the simulated oracle's answers: the dataset's labels, some wrong
+    if cfg.oracle.noise > 0 or cfg.oracle.noise_initial > 0:  # the simulated oracle: some wrong
+      first = initial_state(cfg.seed, dataset.num_train, a.initial_size, a.rounds)
       answers = oracle.simulated_answers(dataset.train_labels, dataset.num_classes,
-                                         cfg.oracle.noise, cfg.seed)
+                                         cfg.oracle.noise, cfg.seed,
+                                         initial=first.labeled_round == 0,
+                                         noise_initial=cfg.oracle.noise_initial)
       data = data.replace(train_labels=parallel.put_replicated(answers, mesh))
     return cls(cfg, dataset, mesh, strategy, setup, train.compile_steps(setup), data, pool_pass,
                train.labeled_capacity(final, cfg.train.batch_size),
