@@ -157,8 +157,8 @@ def _check_training(cfg) -> None:
   check(d.tie_break in strategies.TIE_RULES,
         f"dispersion.tie_break={d.tie_break!r} must be 'random', 'entropy', 'margin' or "
         "'kcenter'")
-  check(a.class_balance in ('none', 'modal'),
-        f"al.class_balance={a.class_balance!r} must be 'none' or 'modal'")
+  check(a.class_balance in ('none', 'modal', 'modal_batch'),
+        f"al.class_balance={a.class_balance!r} must be 'none', 'modal' or 'modal_batch'")
   check(cfg.checkpoint.every_epochs > 0,
         f'checkpoint.every_epochs={cfg.checkpoint.every_epochs} must be positive')
 

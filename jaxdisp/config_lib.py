@@ -121,9 +121,11 @@ def _training_groups(c: ml_collections.ConfigDict) -> None:
   c.al.budget = 2500  # labels queried per round
   c.al.rounds = 5  # query rounds; rounds + 1 models are trained (round 0 .. rounds)
   c.al.pool_subset = 0  # 0 = score the whole unlabeled pool; else a keyed random subset per round
-  # none | modal: split each query evenly over the samples' modal predicted classes (quota
-  # budget // classes each, the shortfall filled by the best remaining scores; Bengar et al.,
-  # WACV 2022, as a greedy quota). Scoring strategies only.
+  # none | modal | modal_batch: a per-class quota over the samples' modal predicted classes
+  # (Bengar et al., WACV 2022, as a greedy quota; the shortfall filled by the best remaining
+  # scores). modal: their quota, max(0, floor((labeled + budget) / C) - labeled of class c),
+  # which balances the labeled set; modal_batch: budget // C per class, whatever is labeled.
+  # Scoring strategies only.
   c.al.class_balance = 'none'
 
   c.dispersion = ml_collections.ConfigDict()

@@ -5,6 +5,16 @@ from __future__ import annotations
 import numpy as np
 
 
+def noisy_answers(cfg, labels: np.ndarray, num_classes: int) -> np.ndarray:
+  """:func:`simulated_answers` at ``cfg.oracle.noise``, and ``cfg.oracle.noise_initial`` on the
+  run's initial set (``al_state.initial_state`` of ``cfg.seed``)."""
+  from jaxdisp.al_state import initial_state  # pylint: disable=g-import-not-at-top
+  first = initial_state(cfg.seed, len(labels), cfg.al.initial_size, cfg.al.rounds)
+  return simulated_answers(labels, num_classes, cfg.oracle.noise, cfg.seed,
+                           initial=first.labeled_round == 0,
+                           noise_initial=cfg.oracle.noise_initial)
+
+
 def simulated_answers(labels: np.ndarray, num_classes: int, noise: float, seed: int,
                       initial=None, noise_initial: float | None = None) -> np.ndarray:
   """The simulated oracle's label for every training sample: the dataset's label, or with
