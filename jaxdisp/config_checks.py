@@ -85,9 +85,13 @@ def _check_run(cfg) -> None:
         f"oracle.kind={cfg.oracle.kind!r} must be 'simulated' or 'files'")
   check(0.0 <= cfg.oracle.noise < 1.0,
         f'oracle.noise={cfg.oracle.noise} must be in [0, 1) (the probability of a wrong answer)')
-  check(cfg.oracle.noise == 0.0 or cfg.oracle.kind == 'simulated',
-        'oracle.noise simulates annotator mistakes; with oracle.kind=files the labels are '
-        "people's: set oracle.noise=0")
+  check(0.0 <= cfg.oracle.noise_initial < 1.0,
+        f'oracle.noise_initial={cfg.oracle.noise_initial} must be in [0, 1) (the probability of '
+        'a wrong initial label)')
+  check((cfg.oracle.noise == 0.0 and cfg.oracle.noise_initial == 0.0)
+        or cfg.oracle.kind == 'simulated',
+        'oracle.noise and oracle.noise_initial simulate annotator mistakes; with '
+        "oracle.kind=files the labels are people's: set both to 0")
   check(cfg.dataset.num_classes >= 0,
         f'dataset.num_classes={cfg.dataset.num_classes} must be >= 0 (0 = from the data)')
   check(cfg.dataset.source in SOURCES,
@@ -153,8 +157,8 @@ def _check_training(cfg) -> None:
   check(d.tie_break in strategies.TIE_RULES,
         f"dispersion.tie_break={d.tie_break!r} must be 'random', 'entropy', 'margin' or "
         "'kcenter'")
-  check(a.class_balance in ('none', 'modal'),
-        f"al.class_balance={a.class_balance!r} must be 'none' or 'modal'")
+  check(a.class_balance in ('none', 'modal', 'modal_batch'),
+        f"al.class_balance={a.class_balance!r} must be 'none', 'modal' or 'modal_batch'")
   check(cfg.checkpoint.every_epochs > 0,
         f'checkpoint.every_epochs={cfg.checkpoint.every_epochs} must be positive')
 

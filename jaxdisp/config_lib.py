@@ -47,9 +47,11 @@ def _run_groups(c: ml_collections.ConfigDict) -> None:
   c.resume_force = False  # resume a workdir even though its saved config differs from this one
   c.oracle = ml_collections.ConfigDict()
   c.oracle.kind = 'simulated'  # simulated (dataset labels) | files (queries/*.csv, human labels)
-  # simulated only: each label the oracle gives (initial set included) is a uniformly random
-  # other class with this probability; the same answers for the same seed
+  # simulated only: each label the oracle gives for a query is a uniformly random other class
+  # with this probability; the same answers for the same seed
   c.oracle.noise = 0.0
+  # simulated only: the same for the initial labeled set (0 = a clean initial set)
+  c.oracle.noise_initial = 0.0
 
   c.dataset = ml_collections.ConfigDict()
   c.dataset.source = 'tfds'  # tfds | folder | synthetic | embeddings (feature vectors)
@@ -119,9 +121,11 @@ def _training_groups(c: ml_collections.ConfigDict) -> None:
   c.al.budget = 2500  # labels queried per round
   c.al.rounds = 5  # query rounds; rounds + 1 models are trained (round 0 .. rounds)
   c.al.pool_subset = 0  # 0 = score the whole unlabeled pool; else a keyed random subset per round
-  # none | modal: split each query evenly over the samples' modal predicted classes (quota
-  # budget // classes each, the shortfall filled by the best remaining scores; Bengar et al.,
-  # WACV 2022, as a greedy quota). Scoring strategies only.
+  # none | modal | modal_batch: a per-class quota over the samples' modal predicted classes
+  # (Bengar et al., WACV 2022, as a greedy quota; the shortfall filled by the best remaining
+  # scores). modal: their quota, max(0, floor((labeled + budget) / C) - labeled of class c),
+  # which balances the labeled set; modal_batch: budget // C per class, whatever is labeled.
+  # Scoring strategies only.
   c.al.class_balance = 'none'
 
   c.dispersion = ml_collections.ConfigDict()
@@ -188,7 +192,11 @@ _RENAMED = {'oracle': 'oracle.kind'}
 
 
 def _upgrade(flat: dict) -> dict:
-  return {_RENAMED.get(k, k): v for k, v in flat.items()}
+  out = {_RENAMED.get(k, k): v for k, v in flat.items()}
+  if 'oracle.noise' in out and 'oracle.noise_initial' not in out:
+    # before oracle.noise_initial, oracle.noise also noised the initial set
+    out['oracle.noise_initial'] = out['oracle.noise']
+  return out
 
 
 def config_diff(saved, current) -> list[str]:

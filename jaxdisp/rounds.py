@@ -72,9 +72,8 @@ class Experiment:
     if a.pool_subset:
       pool = min(pool, a.pool_subset)
     data = input_pipeline.put_data(dataset, mesh, setup.shard_train)
-    if cfg.oracle.noise > 0:  # the simulated oracle's answers: the dataset's labels, some wrong
-      answers = oracle.simulated_answers(dataset.train_labels, dataset.num_classes,
-                                         cfg.oracle.noise, cfg.seed)
+    if cfg.oracle.noise > 0 or cfg.oracle.noise_initial > 0:  # the simulated oracle: some wrong
+      answers = oracle.noisy_answers(cfg, dataset.train_labels, dataset.num_classes)
       data = data.replace(train_labels=parallel.put_replicated(answers, mesh))
     return cls(cfg, dataset, mesh, strategy, setup, train.compile_steps(setup), data, pool_pass,
                train.labeled_capacity(final, cfg.train.batch_size),
@@ -96,8 +95,9 @@ class Experiment:
 
   @property
   def class_balance(self) -> bool:
-    """``al.class_balance=modal`` (for scoring strategies; batch selectors are refused)."""
-    return self.cfg.al.class_balance == 'modal'
+    """``al.class_balance=modal|modal_batch`` (for scoring strategies; batch selectors are
+    refused)."""
+    return self.cfg.al.class_balance != 'none'
 
   @property
   def pool_outputs(self) -> tuple[str, ...]:
@@ -244,9 +244,8 @@ def score_pool(exp: Experiment, ctx: RoundCtx) -> Scored:
 
 
 def select(exp: Experiment, ctx: RoundCtx, scored: Scored) -> selection.Selection:
-  """The ``al.budget`` pool positions the strategy queries: its own batch, or the top scores
-  (ties ordered by the strategy's tie rule, or the tied group filled by k-center greedy),
-  split over the modal classes with ``al.class_balance=modal``."""
+  """The ``al.budget`` pool positions the strategy queries: its own batch, or the top scores (ties
+  by the tie rule, or filled by k-center greedy), split over classes with al.class_balance."""
   budget = min(exp.cfg.al.budget, int(ctx.num_pool))
   view = scored.view
   if scored.scores is None:
@@ -262,9 +261,12 @@ def select(exp: Experiment, ctx: RoundCtx, scored: Scored) -> selection.Selectio
     k_tie = jax.random.split(_stream(ctx, _ACQUIRE))[1]
     tie = strategies.tie_key(exp.tie_rule, view, k_tie)
     if exp.class_balance:
+      quota = None if exp.cfg.al.class_balance == 'modal_batch' else selection.cumulative_quota(
+          selection.class_counts(exp.data.train_labels, ctx.labeled, ctx.num_labeled,
+                                 exp.dataset.num_classes), budget)  # the labels held: WACV's
       positions, scores = selection.select_top_balanced(
           scored.scores, tie, pool_classes(exp, ctx, view), ctx.num_pool, budget,
-          exp.dataset.num_classes)
+          exp.dataset.num_classes, quota)
     else:
       positions, scores = selection.select_top(scored.scores, tie, ctx.num_pool, budget)
   return selection.Selection(parallel.to_host(positions),

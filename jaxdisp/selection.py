@@ -14,9 +14,12 @@ Two selections are more than a top-k:
   the labeled set and to everything already chosen (diversity inside the tie; the authors tried
   dispersion + k-center, Zolfaghari Bengar et al., CAIP 2021). Its kernel,
   :func:`kcenter_greedy`, is also the ``coreset`` strategy's;
-* :func:`select_top_balanced` (``al.class_balance=modal``): the budget is split over the
-  samples' classes as a greedy quota, after the class-balanced query of Bengar et al., WACV 2022
-  (their optimisation balances expected class counts; this is the simple integer version).
+* :func:`select_top_balanced` (``al.class_balance=modal|modal_batch``): the budget is split over the
+  samples' (modal predicted) classes as a greedy quota, after the class-balanced query of Bengar
+  et al., WACV 2022 (their optimisation balances expected class counts; this is the simple
+  integer version). ``modal`` takes their quota from the labeled set's counts
+  (:func:`cumulative_quota`: the labeled set after the query as balanced as the budget allows);
+  ``modal_batch`` splits each batch evenly, ``budget // C`` per class, whatever is labeled.
 """
 
 from __future__ import annotations
@@ -151,18 +154,38 @@ def select_top_kcenter(scores: Array, num_valid: Array, pool_feats: Array, label
   return positions, scores[positions].astype(jnp.float32)
 
 
+@functools.partial(jax.jit, static_argnames=('num_classes',))
+def class_counts(labels: Array, ids: Array, num_ids, num_classes: int) -> Array:
+  """int32 ``[C]``: the classes of ``labels[ids[:num_ids]]`` counted (``ids`` padded)."""
+  real = jnp.arange(ids.shape[0]) < num_ids
+  picked = jnp.where(real, labels[ids], num_classes)
+  return jnp.zeros(num_classes + 1, jnp.int32).at[picked].add(1)[:num_classes]
+
+
+def cumulative_quota(labeled_counts, budget: int):
+  """Bengar et al. (WACV 2022)'s quota: ``Omega_c = max(0, floor((n + b) / C) - n_c)``, with
+  ``n_c`` the labels of class c already held, ``n = sum n_c`` and ``b`` the budget, so that the
+  labeled set after the query is as balanced as the budget allows (their
+  ``floor((2b + (k+1) b) / C) - n_c``, whose initial set is 2b). Integer ``[C]``."""
+  counts = jnp.asarray(labeled_counts, jnp.int32)
+  target = (jnp.sum(counts) + budget) // counts.shape[0]
+  return jnp.maximum(target - counts, 0)
+
+
 @functools.partial(jax.jit, static_argnames=('budget', 'num_classes'))
 def select_top_balanced(scores: Array, tie: Array, classes: Array, num_valid: Array, budget: int,
-                        num_classes: int):
-  """``budget`` rows split as evenly as possible over ``classes`` (a greedy quota).
+                        num_classes: int, quota: Array | None = None):
+  """``budget`` rows split over ``classes`` by a greedy quota.
 
   Rows are ranked as :func:`select_top` ranks them (score, then ``tie``, descending; then
-  position). Every class ``c`` in ``[0, num_classes)`` gets the quota ``q = budget //
-  num_classes``: its ``min(q, n_c)`` best-ranked rows are taken. The rest of the budget -- the
-  remainder ``budget - q C`` and the shortfall of classes with fewer than ``q`` rows -- goes to the
-  best-ranked rows not taken yet, of any class. A row whose class is outside ``[0, C)`` gets no
-  quota but may fill. Two sorts and integer counts on device: exact and independent of the mesh.
-  Returns (positions, scores) in rank order.
+  position). Class ``c`` in ``[0, num_classes)`` gets the quota ``q_c``: ``quota[c]`` (int
+  ``[C]``, e.g. :func:`cumulative_quota`), or ``budget // num_classes`` for every class without
+  it; its ``min(q_c, n_c)`` best-ranked rows are taken, and if those exceed the budget, the
+  ``budget`` best-ranked of them. The rest of the budget -- the remainder and the shortfall of
+  classes with fewer than ``q_c`` rows -- goes to the best-ranked rows not taken yet, of any
+  class. A row whose class is outside ``[0, C)`` gets no quota but may fill. Two sorts and
+  integer counts on device: exact and independent of the mesh. Returns (positions, scores) in
+  rank order.
   """
   n = scores.shape[0]
   order = _order(scores, tie, num_valid)  # rank -> position
@@ -175,8 +198,12 @@ def select_top_balanced(scores: Array, tie: Array, classes: Array, num_valid: Ar
   start = jnp.cumsum(counts) - counts
   cls_sorted = cls[by_class]
   within = rank - start[cls_sorted]  # rank of the row inside its class
-  in_quota = (within < budget // num_classes) & (cls_sorted < num_classes)
+  if quota is None:
+    quota = jnp.full(num_classes, budget // num_classes, jnp.int32)
+  limit = jnp.concatenate([quota.astype(jnp.int32), jnp.zeros(1, jnp.int32)])  # unknown: 0
+  in_quota = within < limit[cls_sorted]
   taken = jnp.zeros(n, bool).at[by_class].set(in_quota)
+  taken = taken & (jnp.cumsum(taken) <= budget)  # quotas over the budget: the best-ranked
   rest = valid_rank & ~taken
   need = budget - jnp.sum(taken)
   chosen = taken | (rest & (jnp.cumsum(rest) <= need))

@@ -76,7 +76,7 @@ def test_repeated_keys_the_last_wins_and_a_tuple_adds_elements():
     (['--config.nosuch.key=1'], "unknown config key 'nosuch' (see "),
     (['--config.train.epochs.x=1'], "unknown config key 'train.epochs.x' (see "),
     (['--config.oracle=files'], '--config.oracle is a group of keys: set one of them '
-                                '(oracle.kind, oracle.noise)'),
+                                '(oracle.kind, oracle.noise, oracle.noise_initial)'),
     (['--config.oracle'], '--config.oracle is a group of keys'),
     (['--config.oracle={"nope": 1}'], "unknown config key 'oracle.nope'"),
     (['--noconfig.train.epochs'], '--noconfig.KEY takes a bool key and no value'),

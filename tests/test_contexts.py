@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from _helpers import TINY, cli, load_results, tiny_config
-from jaxdisp import checkpointing, config_checks, data, oracle, rounds
+from jaxdisp import checkpointing, config_checks, config_lib, data, oracle, rounds
 from jaxdisp.errors import ConfigError
 from jaxdisp.experiment import run as run_experiment
 
@@ -29,6 +29,8 @@ def test_simulated_answers_flip_the_given_fraction_to_another_class_reproducibly
     ({'oracle.noise': 1.0}, r'oracle.noise=1.0 must be in \[0, 1\)'),
     ({'oracle.noise': -0.1}, r'oracle.noise=-0.1 must be in \[0, 1\)'),
     ({'oracle.noise': 0.1, 'oracle.kind': 'files'}, 'with oracle.kind=files the labels are'),
+    ({'oracle.noise_initial': 1.0}, r'oracle.noise_initial=1.0 must be in \[0, 1\)'),
+    ({'oracle.noise_initial': 0.1, 'oracle.kind': 'files'}, 'set both to 0'),
     ({'oracle.kind': 'people'}, "oracle.kind='people' must be 'simulated' or 'files'"),
 ])
 def test_bad_oracle_values_are_refused(overrides, message):
@@ -56,8 +58,47 @@ def test_a_noisy_oracle_changes_what_the_model_trains_on_but_not_the_truth():
   exp = rounds.Experiment.create(cfg, data.load_dataset(cfg.dataset))
   trained_on = np.asarray(exp.data.train_labels)
   truth = np.asarray(exp.dataset.train_labels)
-  assert 0.25 < (trained_on != truth).mean() < 0.35
-  assert (trained_on == oracle.simulated_answers(truth, 10, 0.3, cfg.seed)).all()
+  initial = exp.initial_state().labeled_round == 0
+  # oracle.noise is the queried labels' mistake rate; the initial set is clean by default
+  assert (trained_on[initial] == truth[initial]).all()
+  assert 0.25 < (trained_on[~initial] != truth[~initial]).mean() < 0.35
+  assert (trained_on[~initial] == oracle.simulated_answers(truth, 10, 0.3, cfg.seed)[~initial]).all()
+
+
+def test_noise_initial_noises_the_initial_set_from_its_own_stream():
+  rng = np.random.default_rng(0)
+  truth = rng.integers(0, 10, 20000)
+  initial = np.zeros(20000, bool)
+  initial[rng.choice(20000, 5000, replace=False)] = True
+  clean = oracle.simulated_answers(truth, 10, 0.2, 7, initial=initial, noise_initial=0.0)
+  noisy = oracle.simulated_answers(truth, 10, 0.2, 7, initial=initial, noise_initial=0.1)
+  assert (clean[initial] == truth[initial]).all()
+  assert 0.08 < (noisy[initial] != truth[initial]).mean() < 0.12
+  assert (noisy[~initial] == clean[~initial]).all()  # the queried labels' mistakes do not move
+  assert 0.18 < (clean[~initial] != truth[~initial]).mean() < 0.22
+  # a wrong answer is another class, uniformly: never the true one, every other one about evenly
+  wrong = noisy != truth
+  assert (noisy[wrong] != truth[wrong]).all()
+  shift = np.bincount((noisy[wrong] - truth[wrong]) % 10, minlength=10)
+  assert shift[0] == 0 and shift[1:].min() > 0.7 * shift[1:].mean()
+  # the same rate for both: the single stream of versions before oracle.noise_initial, and an
+  # initial set kept out of the noise (noise 0, noise_initial > 0) works too
+  assert (oracle.simulated_answers(truth, 10, 0.2, 7, initial=initial, noise_initial=0.2)
+          == oracle.simulated_answers(truth, 10, 0.2, 7)).all()
+  only_initial = oracle.simulated_answers(truth, 10, 0.0, 7, initial=initial, noise_initial=0.1)
+  assert (only_initial[~initial] == truth[~initial]).all()
+  assert (only_initial[initial] == noisy[initial]).all()
+
+
+def test_a_workdir_of_an_older_version_keeps_its_noisy_initial_set():
+  """A run saved before oracle.noise_initial noised its initial set with oracle.noise: resuming
+  it with today's default (a clean initial set) is a config change, named as one."""
+  saved = tiny_config(**{'oracle.noise': 0.2}).to_dict()
+  del saved['oracle']['noise_initial']
+  diff = config_lib.config_diff(saved, tiny_config(**{'oracle.noise': 0.2}))
+  assert diff == ['oracle.noise_initial: 0.2 -> 0.0']
+  assert config_lib.config_diff(saved, tiny_config(**{'oracle.noise': 0.2,
+                                                      'oracle.noise_initial': 0.2})) == []
 
 
 @flax.struct.dataclass

@@ -72,13 +72,15 @@ def np_top_kcenter(scores, valid, feats, labeled, budget):
   return above + chosen
 
 
-def np_top_balanced(scores, tie, classes, valid, budget, num_classes):
-  """Quota budget // C per class (best first), the rest to the best remaining, in rank order."""
+def np_top_balanced(scores, tie, classes, valid, budget, num_classes, quota=None):
+  """Quota budget // C per class (or ``quota[c]``; best first, at most ``budget`` taken in rank
+  order), the rest to the best remaining, in rank order."""
   order = np_rank(scores, tie, valid)
-  quota, taken, per_class = budget // num_classes, [], [0] * num_classes
+  quota = [budget // num_classes] * num_classes if quota is None else list(quota)
+  taken, per_class = [], [0] * num_classes
   for i in order:
     c = classes[i]
-    if 0 <= c < num_classes and per_class[c] < quota:
+    if 0 <= c < num_classes and per_class[c] < quota[c] and len(taken) < budget:
       taken.append(i)
       per_class[c] += 1
   rest = [i for i in order if i not in taken][:budget - len(taken)]
@@ -232,8 +234,26 @@ def test_select_top_kcenter_matches_numpy_on_one_and_four_devices(case):
     np.testing.assert_array_equal(np.asarray(got_scores), scores[expected])
 
 
+def test_the_wacv_quota_follows_the_formula():
+  # Omega_c = max(0, floor((2b + (k+1) b) / C) - n_c), Bengar et al. (WACV 2022), here with
+  # b = 10, C = 4 and k = 0 (the first query, 2b = 20 labels held): floor(30 / 4) = 7 a class.
+  n_c = np.array([9, 3, 0, 8])
+  want = [max(0, (2 * 10 + (0 + 1) * 10) // 4 - n) for n in n_c]
+  assert want == [0, 4, 7, 0]
+  # k = 1: 30 held, floor(40 / 4) = 10 a class
+  assert np.asarray(selection.cumulative_quota([12, 6, 7, 5], 10)).tolist() == [
+      max(0, (2 * 10 + 2 * 10) // 4 - n) for n in (12, 6, 7, 5)] == [0, 4, 3, 5]
+  assert np.asarray(selection.cumulative_quota(n_c, 10)).tolist() == want
+  # a class already over its share gets 0, not a negative quota; floor, not round
+  assert np.asarray(selection.cumulative_quota([15, 0, 0], 4)).tolist() == [0, 6, 6]
+  ids = np.array([3, 0, 4, 4, 9, 9, 9])  # the last two are padding
+  labels = np.array([0, 1, 2, 1, 0, 3, 9, 9, 9, 2])
+  # labels[[3, 0, 4, 4, 9]] = 1, 0, 0, 0, 2: class 0 three times, 1 once, 2 once, 3 never
+  assert np.asarray(selection.class_counts(labels, ids, 5, 4)).tolist() == [3, 1, 1, 0]
+
+
 @pytest.mark.parametrize('case', ['even', 'small_class', 'remainder', 'unknown_class',
-                                  'budget_below_classes'])
+                                  'budget_below_classes', 'quota', 'quota_over_budget'])
 def test_select_top_balanced_matches_numpy_on_one_and_four_devices(case):
   rng = np.random.default_rng(5)
   n, valid, classes_n = 128, 121, 4
@@ -246,16 +266,20 @@ def test_select_top_balanced_matches_numpy_on_one_and_four_devices(case):
     classes[[7, 50]] = 3  # two samples of class 3 against a quota of 5
   if case == 'unknown_class':
     classes[::5] = -1
-  expected = np_top_balanced(scores, tie, classes, valid, budget, classes_n)
+  quota = {'quota': [0, 12, 3, 5], 'quota_over_budget': [9, 9, 9, 9]}.get(case)
+  expected = np_top_balanced(scores, tie, classes, valid, budget, classes_n, quota)
   for mesh in MESHES.values():
     pos, got_scores = selection.select_top_balanced(
         put(scores, mesh), put(tie, mesh), put(classes, mesh), jnp.int32(valid), budget,
-        classes_n)
+        classes_n, None if quota is None else jnp.asarray(quota, jnp.int32))
     assert np.asarray(pos).tolist() == expected, case
     np.testing.assert_array_equal(np.asarray(got_scores), scores[expected])
   counts = np.bincount(classes[expected][classes[expected] >= 0], minlength=classes_n)
   available = np.bincount(classes[:valid][classes[:valid] >= 0], minlength=classes_n)
-  assert (counts >= np.minimum(budget // classes_n, available)).all()
+  if quota is None:
+    assert (counts >= np.minimum(budget // classes_n, available)).all()
+  elif case == 'quota':  # the quotas sum to the budget: each class gets exactly its quota
+    assert counts.tolist() == quota
 
 
 def test_pool_modal_labels_match_numpy_on_one_and_four_devices():
@@ -276,7 +300,8 @@ def test_pool_modal_labels_match_numpy_on_one_and_four_devices():
 @pytest.mark.parametrize('overrides, message', [
     ({'dispersion.tie_break': 'diverse'},
      "dispersion.tie_break='diverse' must be 'random', 'entropy', 'margin' or 'kcenter'"),
-    ({'al.class_balance': 'soft'}, "al.class_balance='soft' must be 'none' or 'modal'"),
+    ({'al.class_balance': 'soft'},
+     "al.class_balance='soft' must be 'none', 'modal' or 'modal_batch'"),
     ({'dispersion.tie_break': 'kcenter', 'al.class_balance': 'modal'},
      'al.class_balance=modal cannot be combined with dispersion.tie_break=kcenter'),
     ({'strategy': 'coreset', 'al.class_balance': 'modal'},
@@ -351,9 +376,10 @@ def test_round_scores_with_every_addition_and_resumes_mid_round_bit_for_bit(tmp_
     variants = [('flips', {}), ('variability', {}), ('margin_dynamics', {}),
                 ('flips', {'dispersion.tie_break': 'kcenter'}),
                 ('dispersion', {'dispersion.tie_break': 'kcenter'}),
-                ('dispersion', {'al.class_balance': 'modal'}),
-                ('variability', {'al.class_balance': 'modal'}),
-                ('entropy', {'al.class_balance': 'modal'})]  # no history: the final argmax
+                ('dispersion', {'al.class_balance': 'modal_batch'}),
+                ('variability', {'al.class_balance': 'modal_batch'}),
+                ('entropy', {'al.class_balance': 'modal_batch'}),  # no history: the final argmax
+                ('dispersion', {'al.class_balance': 'modal'})]  # the WACV quota
     trained = ctx
     for name, overrides in variants:
       ctx = trained
@@ -378,10 +404,16 @@ def test_round_scores_with_every_addition_and_resumes_mid_round_bit_for_bit(tmp_
           classes = np_modal(np.asarray(ctx.history)[:, :num_pool], exp.dataset.num_classes)
         else:
           classes = np.asarray(scored.view.outputs['probs'])[:num_pool].argmax(-1)
-        quota = budget // exp.dataset.num_classes
-        got = np.bincount(classes[pos], minlength=exp.dataset.num_classes)
-        have = np.bincount(classes, minlength=exp.dataset.num_classes)
-        assert (got >= np.minimum(quota, have)).all(), (name, got, have)
+        c = exp.dataset.num_classes
+        quota = np.full(c, budget // c)
+        if overrides['al.class_balance'] == 'modal':  # from the labels the model trained on
+          held = np.asarray(exp.data.train_labels)[np.asarray(ctx.labeled)[:int(ctx.num_labeled)]]
+          n_c = np.bincount(held, minlength=c)
+          quota = np.maximum((n_c.sum() + budget) // c - n_c, 0)
+        got = np.bincount(classes[pos], minlength=c)
+        have = np.bincount(classes, minlength=c)
+        if quota.sum() <= budget:
+          assert (got >= np.minimum(quota, have)).all(), (name, got, have, quota)
       if not overrides:
         top = np.sort(scores)[::-1][:budget]
         np.testing.assert_array_equal(np.sort(chosen.scores)[::-1], top)  # the top scores

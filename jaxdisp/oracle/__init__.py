@@ -16,9 +16,10 @@ from jaxdisp.oracle.answers import Context, context_from_workdir, read_answers, 
 from jaxdisp.oracle.ledger import (LEDGER, append_ledger, ledger_path, missing_labels,
                                    read_ledger, repair_tail, training_labels)
 from jaxdisp.oracle.queries import QUERY_COLUMNS, csv_cell, how_to_continue, write_queries
-from jaxdisp.oracle.simulated import simulated_answers
+from jaxdisp.oracle.simulated import noisy_answers, simulated_answers
 
 __all__ = ['Context', 'LEDGER', 'QUERY_COLUMNS', 'append_ledger', 'context_from_workdir',
-           'csv_cell', 'how_to_continue', 'ledger_path', 'missing_labels', 'read_answers',
+           'csv_cell', 'how_to_continue', 'ledger_path', 'missing_labels', 'noisy_answers',
+           'read_answers',
            'read_ledger', 'repair_tail', 'simulated_answers', 'training_labels', 'validate_answers',
            'write_queries']
