@@ -62,7 +62,14 @@ def test_a_noisy_oracle_changes_what_the_model_trains_on_but_not_the_truth():
   # oracle.noise is the queried labels' mistake rate; the initial set is clean by default
   assert (trained_on[initial] == truth[initial]).all()
   assert 0.25 < (trained_on[~initial] != truth[~initial]).mean() < 0.35
-  assert (trained_on[~initial] == oracle.simulated_answers(truth, 10, 0.3, cfg.seed)[~initial]).all()
+  queried = oracle.simulated_answers(truth, 10, 0.3, cfg.seed)[~initial]
+  assert (trained_on[~initial] == queried).all()
+  # with oracle.noise_initial = oracle.noise, every label as before oracle.noise_initial existed
+  cfg = tiny_config(**{'oracle.noise': 0.3, 'oracle.noise_initial': 0.3})
+  trained_on = np.asarray(rounds.Experiment.create(cfg, data.load_dataset(cfg.dataset))
+                          .data.train_labels)
+  assert 0.25 < (trained_on != truth).mean() < 0.35
+  assert (trained_on == oracle.simulated_answers(truth, 10, 0.3, cfg.seed)).all()
 
 
 def test_noise_initial_noises_the_initial_set_from_its_own_stream():

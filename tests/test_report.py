@@ -147,6 +147,49 @@ def test_accuracy_table_matches_hand_computation(sweep_dir):
   assert sorted(os.listdir(sweep_dir / 'report')) == ['learning_curves.png', 'report.md']
 
 
+def test_labels_saved_interpolates_the_mean_curve(sweep_dir):
+  """``statistics.labels_saved``: where each mean curve reaches random's final mean accuracy
+  (the report now prints the per-seed form; the mean-curve form stays in the API)."""
+  (final_n, target), saved = report.labels_saved(report.curves(report.load_runs(str(sweep_dir))))
+  assert (final_n, round(target, 2)) == (300, 62.0)  # random's final mean accuracy, 62% at 300
+  got = {sv.strategy: sv for sv in saved}
+  assert 'random' not in got
+  # dispersion: means 44, 57, 69 -> 200 + (62 - 57) / (69 - 57) * 100 = 241.67; 300 - 241.67
+  assert (got['dispersion'].reaches_at, got['dispersion'].saved) == pytest.approx((241.67, 58.33),
+                                                                                   abs=0.005)
+  # margin is at 63 >= 62 at its first point (100 labels)
+  assert (got['margin'].reaches_at, got['margin'].saved) == (100.0, 200.0)
+  # least_confidence 55, 65, 60: first crossing 100 + (62 - 55) / (65 - 55) * 100 = 170
+  assert (got['least_confidence'].reaches_at, got['least_confidence'].saved) == pytest.approx(
+      (170.0, 130.0))
+  # coreset 61, 59, 63: 200 + (62 - 59) / (63 - 59) * 100 = 275
+  assert (got['coreset'].reaches_at, got['coreset'].saved) == pytest.approx((275.0, 25.0))
+  # bald 40, 50, 60, 64: 300 + (62 - 60) / (64 - 60) * 100 = 350: more labels than random
+  assert (got['bald'].reaches_at, got['bald'].saved) == pytest.approx((350.0, -50.0))
+  # entropy: means 42, 56, 60 (n=1): never reaches 62
+  assert got['entropy'].reaches_at is None and got['entropy'].best == pytest.approx(60.0)
+  cs = report.curves(report.load_runs(str(sweep_dir)))
+  assert report.labels_to_reach(cs['random'].labeled, cs['random'].mean, target) == 300.0
+
+
+def test_labels_saved_notes_a_non_monotonic_random_and_missing_random(tmp_path):
+  write_run(tmp_path, 'random', 0, [0.50, 0.60, 0.55])
+  write_run(tmp_path, 'dispersion', 0, [0.50, 0.54, 0.58])
+  cs = report.curves(report.load_runs(str(tmp_path)))
+  (final_n, target), saved = report.labels_saved(cs)
+  # random reaches 55 between 100 (50) and 200 (60): 150 labels
+  assert report.labels_to_reach(cs['random'].labeled, cs['random'].mean, target) == pytest.approx(
+      150.0)
+  # dispersion 50, 54, 58: 200 + (55 - 54) / (58 - 54) * 100 = 225
+  assert saved[0].strategy == 'dispersion' and final_n == 300
+  assert (saved[0].reaches_at, saved[0].saved) == pytest.approx((225.0, 75.0))
+  assert report.labels_to_reach([100, 200], [50.0, 60.0], 60.0) == 200.0
+  assert report.labels_to_reach([100, 200], [50.0, 60.0], 60.5) is None
+  other = tmp_path / 'other'
+  write_run(other, 'dispersion', 0, [0.5, 0.6, 0.7])
+  assert 'No `random` runs: skipped.' in open(report.write_report(str(other))).read()
+
+
 def test_labels_saved_per_seed_with_an_interval_only_where_aulc_differs(tmp_path):
   # COUNTS 100, 200, 300; random ends at 60, 62, 58 on seeds 0, 1, 2.
   acc = {'random': {0: [50, 55, 60], 1: [50, 57, 62], 2: [50, 53, 58]},

@@ -33,3 +33,10 @@ def interval(values) -> tuple[str, str]:
   if not len(values):
     return '-', '-'
   return f'{mean:+.2f}', ('-' if np.isnan(low) else f'[{low:+.2f}, {high:+.2f}]')
+
+
+def p_cell(p: float) -> str:
+  """A p value: '-' for NaN, '< 0.001' below it, 3 decimals below 0.1, else 2."""
+  if not np.isfinite(p):
+    return '-'
+  return '< 0.001' if p < 0.001 else f'{p:.3f}' if p < 0.1 else f'{p:.2f}'

@@ -12,7 +12,7 @@ import numpy as np
 
 from jaxdisp.config_lib import flatten, result_neutral
 from jaxdisp.report import detection, statistics
-from jaxdisp.report.formatting import fmt, interval, mean_std, seeds
+from jaxdisp.report.formatting import fmt, interval, mean_std, p_cell, seeds
 from jaxdisp.report.loading import (load_runs, mismatched_model_keys, runs_by_strategy,
                                     strategy_rank)
 from jaxdisp.report.statistics import BASELINE
@@ -135,7 +135,8 @@ def paired_section(runs, span: tuple[float, float]) -> list[str]:
          'Mean of d and its 95% Student t interval, mean ± t(0.975, n - 1) * s / sqrt(n), s = '
          'the sample std of d (no interval with one pair). An interval that excludes 0 is a '
          'difference at the 95% level; one that contains it is not distinguishable from '
-         f'{BASELINE} with these seeds, and the verdict column stays empty. **p**: the paired t-test of Δ AULC = 0 (two-sided); '
+         f'{BASELINE} with these seeds, and the verdict column stays empty. **p**: the paired '
+         't-test of Δ AULC = 0 (two-sided); '
          '**Holm p**: adjusted over the strategies in this table (Holm\'s step-down), so that '
          'the chance of any false "different" in the table stays at 5%. **MDE**: the minimum '
          'detectable effect, the true Δ AULC that this test with these seeds and this spread s '
@@ -154,10 +155,10 @@ def paired_section(runs, span: tuple[float, float]) -> list[str]:
     _, low, high = statistics.t_interval(p.d_aulc)
     verdict = '-' if np.isnan(low) else 'above' if low > 0 else 'below' if high < 0 else ''
     mde = statistics.min_detectable_effect(statistics.sample_std(p.d_aulc), len(p.d_aulc))
-    mde_text = '-' if np.isnan(mde) else f'{mde:.2f}'
     name = f'{p.strategy} †' if p.own_round0 else p.strategy
+    mde_cell = '-' if np.isnan(mde) else fmt(mde)
     md.append(f'| {name} | {len(p.seeds)} | {da[0]} | {da[1]} | {df[0]} | {df[1]} | '
-              f'{verdict} | {p_cell(raw)} | {p_cell(adjusted)} | {mde_text} |')
+              f'{verdict} | {p_cell(raw)} | {p_cell(adjusted)} | {mde_cell} |')
   own = [p.strategy for p in pairs if p.own_round0]
   if own:
     md += ['', f'† Not the same round-0 model as {BASELINE}: its round-0 test accuracy differs '
@@ -189,13 +190,6 @@ def penalty_section(runs) -> list[str]:
   return md + ['']
 
 
-def p_cell(p: float) -> str:
-  """A p value: '-' for NaN, '< 0.001' below it, else 3 significant digits at most."""
-  if not np.isfinite(p):
-    return '-'
-  return '< 0.001' if p < 0.001 else f'{p:.3f}' if p < 0.1 else f'{p:.2f}'
-
-
 def labels_saved_section(runs) -> list[str]:
   """Per strategy, the labels it saves against the baseline seed by seed, with a paired
   interval, where its AULC difference is significant."""
@@ -212,7 +206,8 @@ def labels_saved_section(runs) -> list[str]:
          f'more labels than {BASELINE}). Mean and 95% t interval over the paired seeds. '
          'Printed only where the AULC difference above excludes 0: a saving read off curves '
          'that do not differ is noise; and only where every seed reaches the target.', '',
-         '| strategy | paired seeds | labels saved | 95% interval | % of F |', '|---|---:|---:|---:|---:|']
+         '| strategy | paired seeds | labels saved | 95% interval | % of F |',
+         '|---|---:|---:|---:|---:|']
   pairs = {p.strategy: p for p in statistics.paired_differences(runs, span)}
   final = {r.seed: r.labeled[-1] for r in runs if r.strategy == BASELINE}
   for s, values in saved.items():
